@@ -1,0 +1,74 @@
+# ModaVerse Serve: one virtualenv (.venv) with every package installed editable.
+#   make install   create .venv and install everything (torch CPU build first)
+#   make demo      the README's run command: tiny models, real servers, a real answer
+#   make test      the README's test command (lint + the whole suite; what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# The CPU build on this machine's disk; GPU images bring their own torch.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+PROTO_SRC := $(wildcard protos/modaverse_protos/*/v1/*.proto)
+PROTO_STAMP := protos/modaverse_protos/.generated
+INSTALL_STAMP := $(VENV)/.installed
+PACKAGES := protos/pyproject.toml runtime/pyproject.toml sdk/pyproject.toml services/encoder/pyproject.toml
+
+.PHONY: install protos models samples demo lint format test test-unit test-gpu bench clean
+
+install: $(INSTALL_STAMP)
+
+$(INSTALL_STAMP): $(PACKAGES) requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: anything that depends on it would otherwise pull a multi-GB CUDA build.
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements-dev.txt
+	# ImageBind's declared deps pull CUDA torch, torchvision, torchaudio: install the code only.
+	$(PY) -m pip install -q --no-deps imagebind-unofficial==0.1.1
+	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder
+	@touch $@
+
+protos: $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTO_SRC) $(INSTALL_STAMP)
+	cd protos && ../$(PY) -m grpc_tools.protoc -I . \
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+	  --plugin=protoc-gen-mypy=../$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=../$(BIN)/protoc-gen-mypy_grpc \
+	  $(patsubst protos/%,%,$(PROTO_SRC))
+	@touch $@
+
+models: protos
+	$(BIN)/modaverse-encoder build-tiny
+
+demo: protos
+	$(PY) scripts/demo.py
+
+lint: protos
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src sdk/src tests bench scripts
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest tests --ignore=tests/gpu -q
+
+test-unit: protos
+	$(BIN)/pytest tests/unit -q
+
+# On a CUDA machine (see tests/gpu/README.md).
+test-gpu: protos
+	$(BIN)/pytest tests/gpu -v -rs
+
+bench: protos
+	$(PY) bench/encoder.py
+	$(PY) bench/codec.py
+
+clean:
+	rm -rf $(VENV) $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache

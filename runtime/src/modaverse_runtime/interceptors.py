@@ -1,0 +1,135 @@
+"""The one server interceptor: request ids, metrics, and the error → status mapping.
+
+Every RPC of every ModaVerse server (health and reflection included) passes through
+here, so servicers stay thin: they raise domain errors from :mod:`.errors` and this
+module turns them into gRPC statuses with clear messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, cast
+
+import grpc
+from grpc import aio
+
+from . import metrics
+from .errors import ModaverseError, status_for
+from .logs import REQUEST_ID_HEADER, request_id
+
+log = logging.getLogger("modaverse.rpc")
+
+_Unary = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_Streaming = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+def _incoming_request_id(context: aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+class _CallScope:
+    """Bookkeeping for one call: request id, in-flight gauge, latency, final code."""
+
+    def __init__(self, method: str, context: aio.ServicerContext[Any, Any]) -> None:
+        self.method = method
+        self.context = context
+        self.rid = _incoming_request_id(context)
+        self.code = grpc.StatusCode.OK
+        self._start = time.perf_counter()
+        self._token = request_id.set(self.rid)
+        metrics.IN_FLIGHT.inc()
+
+    async def fail(self, exc: BaseException) -> None:
+        code, message = status_for(exc)
+        self.code = code
+        if isinstance(exc, ModaverseError):
+            log.info("%s -> %s: %s", self.method, code.name, message)
+        else:
+            log.error("%s failed", self.method, exc_info=exc)
+        await self.context.abort(code, message, trailing_metadata=((REQUEST_ID_HEADER, self.rid),))
+
+    def close(self) -> None:
+        if self.code == grpc.StatusCode.OK:
+            # A handler may set a code itself (e.g. health's NOT_FOUND) without raising.
+            set_code = self.context.code()
+            if isinstance(set_code, grpc.StatusCode):
+                self.code = set_code
+        metrics.IN_FLIGHT.dec()
+        metrics.REQUESTS.labels(self.method, self.code.name).inc()
+        metrics.LATENCY.labels(self.method).observe(time.perf_counter() - self._start)
+        request_id.reset(self._token)
+
+
+def _wrap_unary(method: str, behavior: _Unary) -> _Unary:
+    async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        scope = _CallScope(method, context)
+        try:
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, scope.rid),))
+            return await behavior(request, context)
+        except aio.AbortError:
+            raise
+        except asyncio.CancelledError:
+            scope.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await scope.fail(exc)
+        finally:
+            scope.close()
+
+    return handler
+
+
+def _wrap_streaming(method: str, behavior: _Streaming) -> _Streaming:
+    async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        scope = _CallScope(method, context)
+        try:
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, scope.rid),))
+            async for response in behavior(request, context):
+                yield response
+        except aio.AbortError:
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            scope.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await scope.fail(exc)
+        finally:
+            scope.close()
+
+    return handler
+
+
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the type stubs
+
+
+class ServerInterceptor(aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, cast(_Unary, handler.unary_unary)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_streaming(method, cast(_Streaming, handler.unary_stream)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Client-streaming RPCs (reflection) pass through untouched.
+        return handler

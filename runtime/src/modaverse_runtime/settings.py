@@ -1,0 +1,39 @@
+"""Settings every server shares, read from ``MODAVERSE_*`` environment variables.
+
+Each service subclasses :class:`ServerSettings` with its own fields; the CLI's flags
+override the environment (``--port`` beats ``MODAVERSE_PORT``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["tiny", "full"]
+
+
+def default_model_dir() -> Path:
+    return Path.home() / ".cache" / "modaverse" / "models"
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODAVERSE_", extra="ignore", protected_namespaces=())
+
+    host: str = Field("0.0.0.0", description="Address to bind the gRPC server to")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics HTTP port; 0 = off")
+    profile: Profile = Field("tiny", description="tiny: small models built locally; full: real checkpoints")
+    model_dir: Path = Field(default_factory=default_model_dir, description="Where tiny models are built")
+    max_message_mb: int = Field(64, ge=1, le=2047, description="Largest gRPC message, both directions")
+    grace_period_s: float = Field(30.0, ge=0, description="On SIGTERM: time for in-flight calls to finish")
+    max_concurrent_rpcs: int = Field(256, ge=1, description="Calls beyond this get RESOURCE_EXHAUSTED")
+    log_level: str = Field("INFO")
+    log_json: bool = Field(False, description="One JSON object per log line (for log shippers)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mb * 2**20

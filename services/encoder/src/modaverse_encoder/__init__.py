@@ -1,0 +1,1 @@
+"""ModaVerse encoder service: ImageBind + adaptors."""

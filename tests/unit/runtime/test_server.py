@@ -1,0 +1,119 @@
+"""The shared lifecycle: NOT_SERVING while loading, SERVING after, NOT_SERVING on shutdown,
+and the interceptor's error → status mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from modaverse_runtime.errors import InvalidArgument, ResourceExhausted
+from modaverse_runtime.server import ModaverseServer, ServiceSpec
+from modaverse_runtime.settings import ServerSettings
+
+SERVICE = "modaverse.encoder.v1.EncoderService"
+
+
+class Scripted(encoder_pb2_grpc.EncoderServiceServicer):
+    """An encoder servicer whose Encode raises what the test asks for (tests the runtime only)."""
+
+    def __init__(self) -> None:
+        self.raise_next: BaseException | None = None
+
+    async def Encode(self, request: Any, context: Any) -> encoder_pb2.EncodeResponse:
+        if self.raise_next is not None:
+            raise self.raise_next
+        return encoder_pb2.EncodeResponse()
+
+    async def Info(self, request: Any, context: Any) -> encoder_pb2.InfoResponse:
+        return encoder_pb2.InfoResponse()
+
+
+def make_server(loaded: asyncio.Event, drain_delay_s: float = 0.0) -> tuple[ModaverseServer, Scripted]:
+    servicer = Scripted()
+
+    async def load() -> None:
+        await loaded.wait()
+
+    async def unload() -> None:
+        return None
+
+    spec = ServiceSpec(
+        "test",
+        [SERVICE],
+        lambda server: encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server),
+        load,
+        unload,
+    )
+    settings = ServerSettings(host="127.0.0.1", port=0, grace_period_s=1.0)
+    return ModaverseServer(spec, settings, drain_delay_s=drain_delay_s), servicer
+
+
+async def status(channel: aio.Channel, service: str = "") -> int:
+    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+    return int(reply.status)
+
+
+async def test_health_follows_the_lifecycle() -> None:
+    loaded = asyncio.Event()
+    server, _ = make_server(loaded, drain_delay_s=0.3)
+    port = await server.start()
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert await status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await status(channel, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
+        loaded.set()
+        await server.wait_ready(5)
+        assert await status(channel) == health_pb2.HealthCheckResponse.SERVING
+        assert await status(channel, SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(server.stop())
+        await asyncio.sleep(0.1)  # inside the drain delay: still answering, but NOT_SERVING
+        assert await status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+
+
+async def test_load_failure_is_reported() -> None:
+    async def load() -> None:
+        raise RuntimeError("no weights")
+
+    async def noop() -> None:
+        return None
+
+    spec = ServiceSpec("broken", [SERVICE], lambda s: None, load, noop)
+    server = ModaverseServer(spec, ServerSettings(host="127.0.0.1", port=0))
+    await server.start()
+    with pytest.raises(RuntimeError, match="failed to load"):
+        await server.wait_ready(5)
+    await server.stop(grace=0)
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "details"),
+    [
+        (InvalidArgument("bad thing"), grpc.StatusCode.INVALID_ARGUMENT, "bad thing"),
+        (ResourceExhausted("full"), grpc.StatusCode.RESOURCE_EXHAUSTED, "full"),
+        (TimeoutError(), grpc.StatusCode.DEADLINE_EXCEEDED, "timed out"),
+        (KeyError("/secret/path"), grpc.StatusCode.INTERNAL, "internal error (KeyError)"),
+    ],
+)
+async def test_errors_map_to_status_codes(exc: Exception, code: grpc.StatusCode, details: str) -> None:
+    loaded = asyncio.Event()
+    loaded.set()
+    server, servicer = make_server(loaded)
+    port = await server.start()
+    await server.wait_ready(5)
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+        servicer.raise_next = exc
+        with pytest.raises(aio.AioRpcError) as info:
+            await stub.Encode(encoder_pb2.EncodeRequest())
+        assert info.value.code() == code
+        assert details in (info.value.details() or "")
+        assert "/secret/path" not in (info.value.details() or "")
+        servicer.raise_next = None
+        await stub.Encode(encoder_pb2.EncodeRequest())  # still healthy
+    await server.stop(grace=0)
