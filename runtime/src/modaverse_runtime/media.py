@@ -57,6 +57,9 @@ class MediaLimits:
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 600.0
     max_video_seconds: float = 600.0
+    # Decoded samples (frames x channels): bounds memory even for a tiny, highly compressed
+    # file of many channels at a high rate. Default: 10 min of 48 kHz stereo (~230 MB float32).
+    max_audio_samples: int = 600 * 48_000 * 2
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,11 @@ def _check_audio_header(frames: int, rate: int, channels: int, limits: MediaLimi
     if seconds > limits.max_audio_seconds:
         raise InvalidArgument(
             f"audio is {seconds:.1f} seconds long, over the limit of {limits.max_audio_seconds:g} seconds"
+        )
+    if frames * channels > limits.max_audio_samples:
+        raise InvalidArgument(
+            f"audio decodes to {frames * channels} samples ({channels} channels at {rate} Hz), over the limit "
+            f"of {limits.max_audio_samples}"
         )
 
 

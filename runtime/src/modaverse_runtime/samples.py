@@ -13,6 +13,7 @@ from typing import Final
 
 import imageio_ffmpeg
 import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 from PIL import Image, ImageColor, ImageDraw
 
@@ -120,12 +121,12 @@ def make_video(
         os.unlink(path)
 
 
-def _video_frame(shape: str, fill: tuple[int, ...], width: int, height: int, progress: float) -> np.ndarray:
+def _video_frame(shape: str, fill: tuple[int, ...], width: int, height: int, progress: float) -> npt.NDArray[np.uint8]:
     img = Image.new("RGB", (width, height), _BACKGROUND)
     radius = min(width, height) * 0.2
     x = radius + progress * (width - 2 * radius)
     _draw_shape(ImageDraw.Draw(img), shape, (x, height / 2), radius, fill)
-    return np.asarray(img)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _draw_shape(

@@ -410,3 +410,10 @@ def test_sample_makers_reject_unknown_options() -> None:
         make_audio(fmt="AAC")
     with pytest.raises(ValueError, match="format"):
         make_video(fmt="avi")
+
+
+def test_audio_sample_budget_bounds_decoded_memory() -> None:
+    data = make_audio(440.0, 1.0, 48000, channels=8, fmt="FLAC")
+    with pytest.raises(InvalidArgument, match="samples"):
+        decode_audio(data, "audio/flac", MediaLimits(max_audio_samples=48000 * 4))
+    assert decode_audio(data, "audio/flac", MediaLimits(max_audio_samples=48000 * 8)).samples.shape == (8, 48000)
