@@ -27,8 +27,6 @@ from modaverse_encoder.transforms import (  # noqa: E402  (after the importorski
     short_side_scale,
 )
 
-pytestmark = pytest.mark.gpu
-
 
 def _reference_fbank(waveform: torch.Tensor, rate: int, num_mel_bins: int = 128) -> torch.Tensor:
     # The exact call in imagebind/data.py waveform2melspec.

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-import imageio_ffmpeg
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 from PIL import Image, ImageOps
 
-from modaverse_runtime.errors import InvalidArgument
+from modaverse_runtime.errors import FailedPrecondition, InvalidArgument
 
 __all__ = [
     "SUPPORTED_MIME_TYPES",
@@ -43,6 +42,15 @@ __all__ = [
     "decode_video",
     "sniff_mime",
 ]
+
+
+def ffmpeg() -> Any:
+    """``imageio_ffmpeg`` (it bundles an ffmpeg binary), imported only when video is used."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # the gateway and image/audio-only images go without it
+        raise FailedPrecondition("video support needs the imageio-ffmpeg package") from exc
+    return imageio_ffmpeg
 
 
 class MediaKind(StrEnum):
@@ -505,7 +513,7 @@ def _temp_path(data: bytes, suffix: str) -> Iterator[str]:
 
 
 def _video_meta(path: str) -> dict[str, Any]:
-    frames = imageio_ffmpeg.read_frames(path, output_params=["-an", "-sn"])
+    frames = ffmpeg().read_frames(path, output_params=["-an", "-sn"])
     try:
         meta: dict[str, Any] = next(frames)
     except Exception as exc:
@@ -517,7 +525,7 @@ def _video_meta(path: str) -> dict[str, Any]:
 
 def _iter_frames(path: str, width: int, height: int) -> Generator[npt.NDArray[np.uint8], None, None]:
     """RGB frames in decode order; ffmpeg is stopped when the iterator is closed."""
-    frames = imageio_ffmpeg.read_frames(path, output_params=["-an", "-sn"])
+    frames = ffmpeg().read_frames(path, output_params=["-an", "-sn"])
     try:
         next(frames)  # metadata
         for raw in frames:
@@ -530,7 +538,7 @@ def _iter_frames(path: str, width: int, height: int) -> Generator[npt.NDArray[np
 
 def _count_frames(path: str) -> int:
     """Video frames in the first video stream, counted from packets (no decoding)."""
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path]
+    cmd = [ffmpeg().get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path]
     cmd += ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=_FFMPEG_TIMEOUT_S, check=False)

@@ -11,11 +11,12 @@ import os
 import tempfile
 from typing import Final
 
-import imageio_ffmpeg
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 from PIL import Image, ImageColor, ImageDraw
+
+from .media import ffmpeg
 
 __all__ = ["AUDIO_FORMATS", "IMAGE_FORMATS", "SHAPES", "VIDEO_FORMATS", "make_audio", "make_image", "make_video"]
 
@@ -101,7 +102,7 @@ def make_video(
     fd, path = tempfile.mkstemp(prefix="modaverse-sample-", suffix=".webm" if "webm" in fmt else ".mp4")
     os.close(fd)
     try:
-        writer = imageio_ffmpeg.write_frames(
+        writer = ffmpeg().write_frames(
             path,
             (width, size),
             fps=fps,

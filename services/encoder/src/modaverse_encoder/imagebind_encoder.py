@@ -40,7 +40,7 @@ class ImageBindEncoder(Encoder):
         self._adaptor: Adaptor | None = None
         self._device = torch.device("cpu")
         self._dtype = torch.float32
-        self._preprocess_pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
+        self._preprocess_pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="encoder-model")
         self._batchers: dict[MediaKind, MicroBatcher[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -22,7 +23,9 @@ class EncoderSettings(ServerSettings):
     batch_max_items: int = Field(16, ge=1, le=1024)
     batch_max_wait_ms: float = Field(5.0, ge=0, le=1000)
     max_queue: int = Field(1024, ge=1)
-    preprocess_workers: int = Field(2, ge=1, le=64, description="threads decoding and transforming media")
+    preprocess_workers: int = Field(
+        0, ge=0, le=64, description="threads decoding and transforming media; 0 = half the CPU cores (1..16)"
+    )
 
     max_items_per_request: int = Field(32, ge=1)
     max_media_mb: float = Field(32.0, gt=0)
@@ -33,6 +36,10 @@ class EncoderSettings(ServerSettings):
     audio_clips: int = Field(3, ge=1, le=32, description="2 s clips per audio item (release: 3)")
     video_clips: int = Field(5, ge=1, le=32, description="2 s clips per video item (release: 5)")
     video_spatial_crops: int = Field(3, description="1 or 3 crops per clip (release: 3)")
+
+    @property
+    def preprocess_threads(self) -> int:
+        return self.preprocess_workers or max(1, min(16, (os.cpu_count() or 2) // 2))
 
     @property
     def media_limits(self) -> MediaLimits:

@@ -20,6 +20,10 @@ CLIP_MEAN: Final = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: Final = (0.26862954, 0.26130258, 0.27577711)
 
 
+_MEAN_HWC = np.asarray(CLIP_MEAN, dtype=np.float32)
+_STD_HWC = np.asarray(CLIP_STD, dtype=np.float32)
+
+
 def image_to_tensor(img: Image.Image, size: int = 224) -> torch.Tensor:
     """float32 (3, size, size): shorter side to ``size`` (bicubic), centre crop, CLIP-normalised."""
     if img.mode != "RGB":
@@ -29,9 +33,11 @@ def image_to_tensor(img: Image.Image, size: int = 224) -> torch.Tensor:
     left = round((resized.width - size) / 2.0)
     top = round((resized.height - size) / 2.0)
     cropped = resized.crop((left, top, left + size, top + size))
-    # ToTensor: HWC uint8 → CHW float32 in [0, 1].
-    pixels = torch.from_numpy(np.array(cropped, dtype=np.uint8, copy=True)).permute(2, 0, 1)
-    return normalize_channels(pixels.to(torch.float32).div(255), dim=0)
+    # ToTensor (HWC uint8 → CHW float32 in [0, 1]) then Normalize, in NumPy: this runs on
+    # preprocessing threads, and torch ops there would compete for the model's intra-op pool.
+    pixels = np.asarray(cropped, dtype=np.float32) / np.float32(255)
+    normalized = (pixels - _MEAN_HWC) / _STD_HWC
+    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))
 
 
 def normalize_channels(x: torch.Tensor, dim: int) -> torch.Tensor:
