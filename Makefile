@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 PROTO_SRC := $(wildcard protos/modaverse_protos/*/v1/*.proto)
 PROTO_STAMP := protos/modaverse_protos/.generated
 INSTALL_STAMP := $(VENV)/.installed
-PACKAGES := protos/pyproject.toml runtime/pyproject.toml sdk/pyproject.toml services/encoder/pyproject.toml
+PACKAGES := protos/pyproject.toml runtime/pyproject.toml sdk/pyproject.toml $(wildcard services/*/pyproject.toml)
 
 .PHONY: install protos models samples demo lint format test test-unit test-gpu bench clean
 
@@ -29,7 +29,7 @@ $(INSTALL_STAMP): $(PACKAGES) requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	# ImageBind's declared deps pull CUDA torch, torchvision, torchaudio: install the code only.
 	$(PY) -m pip install -q --no-deps imagebind-unofficial==0.1.1
-	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder
+	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder -e services/llm -e services/generators
 	@touch $@
 
 protos: $(PROTO_STAMP)
@@ -50,7 +50,7 @@ demo: protos
 lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src sdk/src tests bench scripts
+	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src sdk/src tests bench scripts
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -69,6 +69,9 @@ test-gpu: protos
 bench: protos
 	$(PY) bench/encoder.py
 	$(PY) bench/codec.py
+
+# Per-service extra targets (e.g. services/llm/service.mk: the vLLM virtualenv and its tests).
+-include services/*/service.mk
 
 clean:
 	rm -rf $(VENV) $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache

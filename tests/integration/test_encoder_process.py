@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -16,8 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modaverse.local import LocalService, service_executable
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from modaverse_runtime import samples
@@ -29,56 +25,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"server exited with {proc.returncode}"
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError("encoder did not become SERVING")
-
-
 @pytest.fixture
-def encoder_process(model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, int]]:
-    exe = shutil.which("modaverse-encoder") or str(Path(sys.executable).parent / "modaverse-encoder")
-    port_file = tmp_path / "port"
+def encoder_process(model_dir: Path, tmp_path: Path) -> Iterator[tuple[LocalService, Path, int]]:
     metrics_port = free_port()
     env = {
-        **os.environ,
         "MODAVERSE_MODEL_DIR": str(model_dir),
         "MODAVERSE_METRICS_PORT": str(metrics_port),
         "MODAVERSE_GRACE_PERIOD_S": "30",
     }
-    proc = subprocess.Popen(
-        [exe, "serve", "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "encoder.log"
+    service = LocalService(service_executable("modaverse-encoder"), env=env, log_path=log).start(timeout=120)
     try:
-        deadline = time.monotonic() + 60
-        while not port_file.exists() or not port_file.read_text():
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "no port file"
-            time.sleep(0.05)
-        target = f"127.0.0.1:{port_file.read_text()}"
-        wait_serving(target, proc)
-        yield proc, target, metrics_port
+        yield service, log, metrics_port
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+        if service.proc is not None and service.proc.poll() is None:
+            service.proc.kill()
+            service.proc.wait(10)
 
 
-def test_metrics_are_exported(encoder_process: tuple[subprocess.Popen[bytes], str, int]) -> None:
-    _, target, metrics_port = encoder_process
+def test_metrics_are_exported(encoder_process: tuple[LocalService, Path, int]) -> None:
+    service, _, metrics_port = encoder_process
+    target = service.target
     with grpc.insecure_channel(target) as channel:
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
         media = common_pb2.Media(modality=common_pb2.MODALITY_IMAGE, data=samples.make_image())
@@ -89,8 +56,10 @@ def test_metrics_are_exported(encoder_process: tuple[subprocess.Popen[bytes], st
     assert "modaverse_model_ready 1.0" in body
 
 
-def test_sigterm_drains_in_flight_request(encoder_process: tuple[subprocess.Popen[bytes], str, int]) -> None:
-    proc, target, _ = encoder_process
+def test_sigterm_drains_in_flight_request(encoder_process: tuple[LocalService, Path, int]) -> None:
+    service, log, _ = encoder_process
+    proc, target = service.proc, service.target
+    assert proc is not None
     # Enough real work (eight videos, 15 clips each) to still be running when SIGTERM lands.
     video = samples.make_video(seconds=4.0, fps=10, size=160)
     request = encoder_pb2.EncodeRequest(media=[common_pb2.Media(modality=common_pb2.MODALITY_VIDEO, data=video)] * 8)
@@ -114,6 +83,6 @@ def test_sigterm_drains_in_flight_request(encoder_process: tuple[subprocess.Pope
     assert isinstance(reply, encoder_pb2.EncodeResponse)
     assert len(reply.embeddings) == 8
     assert proc.wait(60) == 0
-    output = proc.stdout.read().decode() if proc.stdout else ""
+    output = log.read_text()
     assert "NOT_SERVING" in output
     assert "encoder stopped" in output

@@ -8,6 +8,7 @@ module turns them into gRPC statuses with clear messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -67,41 +68,37 @@ class _CallScope:
         request_id.reset(self._token)
 
 
+@contextlib.asynccontextmanager
+async def _call(method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """Scope of one RPC: request id, metrics, and domain errors turned into statuses."""
+    scope = _CallScope(method, context)
+    try:
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, scope.rid),))
+        yield
+    except aio.AbortError:
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        scope.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        await scope.fail(exc)  # raises AbortError
+    finally:
+        scope.close()
+
+
 def _wrap_unary(method: str, behavior: _Unary) -> _Unary:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        scope = _CallScope(method, context)
-        try:
-            context.set_trailing_metadata(((REQUEST_ID_HEADER, scope.rid),))
+        async with _call(method, context):
             return await behavior(request, context)
-        except aio.AbortError:
-            raise
-        except asyncio.CancelledError:
-            scope.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await scope.fail(exc)
-        finally:
-            scope.close()
 
     return handler
 
 
 def _wrap_streaming(method: str, behavior: _Streaming) -> _Streaming:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        scope = _CallScope(method, context)
-        try:
-            context.set_trailing_metadata(((REQUEST_ID_HEADER, scope.rid),))
+        async with _call(method, context):
             async for response in behavior(request, context):
                 yield response
-        except aio.AbortError:
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            scope.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await scope.fail(exc)
-        finally:
-            scope.close()
 
     return handler
 

@@ -1,0 +1,1 @@
+"""ModaVerse generator service."""
