@@ -1,15 +1,117 @@
-"""The ``modaverse`` command. For now: ``modaverse encode FILE...`` against an encoder."""
+"""The ``modaverse`` command: ``chat``, ``models``, ``up`` (the local stack) and ``encode``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
+from .chat import GenerationOptions, ResultBuilder
+from .client import Client
 from .encoder import EncoderClient, media_from_file
 from .errors import ModaverseError
+from .types import (
+    Done,
+    InvocationDone,
+    InvocationError,
+    InvocationStarted,
+    MediaChunk,
+    MetaResponse,
+    Progress,
+    TextDelta,
+)
+
+
+class ProgressView:
+    """One line per generation with a bar; redrawn in place on a terminal, plain lines otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.lines: dict[int, str] = {}
+
+    def _bar(self, step: int, total: int, width: int = 24) -> str:
+        filled = int(width * step / max(total, 1))
+        return "#" * filled + "." * (width - filled)
+
+    def update(self, index: int, text: str) -> None:
+        self.lines[index] = text
+        if self.tty:
+            self.out.write("\r\033[K" + "  |  ".join(self.lines[i] for i in sorted(self.lines)))
+            self.out.flush()
+
+    def finish(self, index: int, text: str) -> None:
+        self.lines.pop(index, None)
+        if self.tty:
+            self.out.write("\r\033[K")
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def progress(self, event: Progress) -> None:
+        self.update(
+            event.index, f"[{event.index}] {self._bar(event.step, event.total_steps)} {event.step}/{event.total_steps}"
+        )
+
+
+def _chat(args: argparse.Namespace) -> int:
+    generators = {
+        modality: GenerationOptions(seed=args.seed, steps=args.steps)
+        for modality in ("image", "video", "audio")
+        if args.seed is not None or args.steps is not None
+    }
+    out = sys.stdout
+    view = ProgressView(sys.stderr)
+    builder = ResultBuilder()
+    with Client(args.target, timeout=args.timeout) as client:
+        events = client.chat(
+            args.text,
+            images=args.image,
+            audio=args.audio,
+            video=args.video,
+            stream=True,
+            meta_response_only=args.meta_only,
+            generators=generators,
+        )
+        for event in events:
+            builder.add(event)
+            if isinstance(event, TextDelta) and args.show_meta:
+                out.write(event.text)
+            elif isinstance(event, MetaResponse):
+                if args.show_meta:
+                    out.write("\n")
+                out.write(f"meta-response: {event.raw.strip()}\n")
+                if event.answer:
+                    out.write(f"answer: {event.answer}\n")
+                for inv in event.invocations:
+                    out.write(f"  -> [{inv.index}] {inv.modality} ({inv.model or 'default'}): {inv.prompt}\n")
+            elif isinstance(event, InvocationStarted):
+                view.update(event.invocation.index, f"[{event.invocation.index}] {event.invocation.modality} starting")
+            elif isinstance(event, Progress):
+                view.progress(event)
+            elif isinstance(event, MediaChunk):
+                pass
+            elif isinstance(event, InvocationDone):
+                view.finish(event.index, f"[{event.index}] done in {event.elapsed_seconds:.1f}s (seed {event.seed})")
+            elif isinstance(event, InvocationError):
+                view.finish(event.index, f"[{event.index}] FAILED {event.code}: {event.message}")
+            elif isinstance(event, Done):
+                out.write(f"done in {event.elapsed_seconds:.1f}s, {event.completion_tokens} tokens\n")
+    result = builder.result
+    for path in result.save(args.out) if result.media else []:
+        out.write(f"saved {path}\n")
+    return 1 if result.errors and not result.media and not result.text else 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    with Client(args.target, timeout=args.timeout) as client:
+        for route in client.list_models():
+            flags = ("default " if route.is_default else "") + ("healthy" if route.healthy else "UNHEALTHY")
+            print(f"{route.modality:6s} {route.model:20s} {flags:16s} {', '.join(route.endpoints)}")
+    return 0
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -37,17 +139,51 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from .stack import run_stack
+
+    return run_stack(profile=args.profile, gateway_port=args.port, log_dir=Path(args.log_dir))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="modaverse")
+    parser = argparse.ArgumentParser(prog="modaverse", description="ModaVerse client and local stack")
     sub = parser.add_subparsers(dest="command", required=True)
-    enc = sub.add_parser("encode", help="embed media files with an encoder service")
+
+    chat = sub.add_parser("chat", help="one chat turn: text plus optional media in, text/media out")
+    chat.add_argument("text")
+    chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    chat.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
+    chat.add_argument("--video", action="append", default=[], help="video file (repeatable)")
+    chat.add_argument("--out", default="outputs", help="folder for generated media")
+    chat.add_argument("--meta-only", action="store_true", help="return the meta-response only, generate nothing")
+    chat.add_argument("--show-meta", action="store_true", help="stream the LLM's text as it is written")
+    chat.add_argument("--seed", type=int, help="generator seed")
+    chat.add_argument("--steps", type=int, help="generator denoising steps")
+    chat.set_defaults(handler=_chat)
+
+    models = sub.add_parser("models", help="routable generators and their health")
+    models.set_defaults(handler=_models)
+
+    up = sub.add_parser("up", help="run the whole stack locally (separate processes) until Ctrl-C")
+    up.add_argument("--profile", choices=["tiny", "full"], default="tiny")
+    up.add_argument("--port", type=int, default=50050, help="gateway port")
+    up.add_argument("--log-dir", default=".modaverse/logs")
+    up.set_defaults(handler=_up)
+
+    enc = sub.add_parser("encode", help="embed media files with an encoder service directly")
     enc.add_argument("files", nargs="+")
-    enc.add_argument("--target", default="localhost:50051", help="encoder address")
-    enc.add_argument("--timeout", type=float, default=60.0)
-    enc.set_defaults(handler=_encode)
+    enc.set_defaults(handler=_encode, default_target="localhost:50051")
+
+    for p in (chat, models, enc):
+        p.add_argument("--target", default=None, help="gateway (or encoder) address")
+        p.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
+    if getattr(args, "target", "x") is None:
+        args.target = getattr(args, "default_target", "localhost:50050")
     try:
         sys.exit(args.handler(args))
     except ModaverseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -25,7 +25,7 @@ def service_executable(name: str) -> str:
 
 
 class LocalService:
-    """``<exe> serve --port 0 --port-file F`` in a child process; waits for SERVING."""
+    """``<exe> serve --port N --port-file F`` in a child process (N=0: any free port)."""
 
     def __init__(
         self,
@@ -34,6 +34,7 @@ class LocalService:
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
         log_path: Path | None = None,
     ) -> None:
         self.executable = executable
@@ -41,6 +42,7 @@ class LocalService:
         self.env = {**os.environ, **(env or {})}
         self.host = host
         self.log_path = log_path
+        self.requested_port = port
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="modaverse-")
@@ -50,21 +52,30 @@ class LocalService:
     def target(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 300.0) -> LocalService:
-        port_file = Path(self._tmp.name) / "port"
-        log_path = self.log_path or Path(self._tmp.name) / "server.log"
-        self._log = log_path.open("wb")
-        cmd = [self.executable, "serve", "--host", self.host, "--port", "0", "--port-file", str(port_file)]
+    def launch(self) -> LocalService:
+        """Spawn the process (does not wait); see :meth:`wait_ready`."""
+        self._port_file = Path(self._tmp.name) / "port"
+        self._log_path = self.log_path or Path(self._tmp.name) / "server.log"
+        self._log = self._log_path.open("wb")
+        port = str(self.requested_port)
+        cmd = [self.executable, "serve", "--host", self.host, "--port", port, "--port-file", str(self._port_file)]
         self.proc = subprocess.Popen([*cmd, *self.args], env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 300.0) -> LocalService:
+        """Wait until the port is bound and health says SERVING."""
         deadline = time.monotonic() + timeout
-        while not (port_file.exists() and port_file.read_text().strip()):
-            self._check_alive(log_path)
+        while not (self._port_file.exists() and self._port_file.read_text().strip()):
+            self._check_alive(self._log_path)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.executable} did not bind a port within {timeout:.0f}s")
             time.sleep(0.05)
-        self.port = int(port_file.read_text())
-        self.wait_serving(deadline - time.monotonic(), log_path)
+        self.port = int(self._port_file.read_text())
+        self.wait_serving(deadline - time.monotonic(), self._log_path)
         return self
+
+    def start(self, timeout: float = 300.0) -> LocalService:
+        return self.launch().wait_ready(timeout)
 
     def _check_alive(self, log_path: Path) -> None:
         if self.proc is not None and self.proc.poll() is not None:

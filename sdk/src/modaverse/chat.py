@@ -1,0 +1,179 @@
+"""Building chat requests and turning gateway events into typed ones (shared by both clients)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from modaverse_protos.common.v1 import common_pb2
+from modaverse_protos.gateway.v1 import gateway_pb2
+
+from .encoder import media_from_file
+from .types import (
+    ChatEvent,
+    ChatResult,
+    Done,
+    GeneratedMedia,
+    Invocation,
+    InvocationDone,
+    InvocationError,
+    InvocationStarted,
+    MediaChunk,
+    MetaResponse,
+    Progress,
+    TextDelta,
+)
+
+MediaInput = str | Path | bytes | common_pb2.Media
+_MODALITY_NAMES = {
+    common_pb2.MODALITY_TEXT: "text",
+    common_pb2.MODALITY_IMAGE: "image",
+    common_pb2.MODALITY_VIDEO: "video",
+    common_pb2.MODALITY_AUDIO: "audio",
+}
+
+
+@dataclass
+class Turn:
+    """One earlier turn of the conversation (for ``history=``)."""
+
+    role: str  # "user" | "assistant"
+    text: str = ""
+    images: Sequence[MediaInput] = ()
+    audio: Sequence[MediaInput] = ()
+    video: Sequence[MediaInput] = ()
+
+
+@dataclass
+class GenerationOptions:
+    """Per-modality generator settings (``generators={"image": GenerationOptions(steps=4)}``)."""
+
+    model: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    duration_seconds: float | None = None
+    negative_prompt: str = ""
+
+
+def _media(item: MediaInput, modality: str) -> common_pb2.Media:
+    if isinstance(item, common_pb2.Media):
+        return item
+    if isinstance(item, bytes):
+        kinds = {
+            "image": common_pb2.MODALITY_IMAGE,
+            "audio": common_pb2.MODALITY_AUDIO,
+            "video": common_pb2.MODALITY_VIDEO,
+        }
+        return common_pb2.Media(modality=kinds[modality], data=item)
+    return media_from_file(item, modality)
+
+
+def _turn(
+    role: str, text: str, images: Iterable[MediaInput], audio: Iterable[MediaInput], video: Iterable[MediaInput]
+) -> gateway_pb2.Turn:
+    roles = {"user": gateway_pb2.ROLE_USER, "assistant": gateway_pb2.ROLE_ASSISTANT}
+    if role not in roles:
+        raise ValueError(f"role must be 'user' or 'assistant', not {role!r}")
+    media = (
+        [_media(m, "image") for m in images] + [_media(m, "audio") for m in audio] + [_media(m, "video") for m in video]
+    )
+    return gateway_pb2.Turn(role=roles[role], text=text, media=media)
+
+
+def build_request(
+    text: str,
+    *,
+    images: Sequence[MediaInput] = (),
+    audio: Sequence[MediaInput] = (),
+    video: Sequence[MediaInput] = (),
+    history: Sequence[Turn] = (),
+    meta_response_only: bool = False,
+    adapter: str = "",
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    generators: dict[str, GenerationOptions] | None = None,
+) -> gateway_pb2.ChatRequest:
+    turns = [_turn(t.role, t.text, t.images, t.audio, t.video) for t in history]
+    turns.append(_turn("user", text, images, audio, video))
+    options = gateway_pb2.ChatOptions(meta_response_only=meta_response_only, adapter=adapter)
+    for name, value in (("max_tokens", max_tokens), ("temperature", temperature), ("top_p", top_p), ("seed", seed)):
+        if value is not None:
+            setattr(options, name, value)
+    for modality, opts in (generators or {}).items():
+        override = options.generator_overrides[modality]
+        override.model, override.negative_prompt = opts.model, opts.negative_prompt
+        for name in ("seed", "steps", "guidance_scale", "width", "height", "num_frames", "fps", "duration_seconds"):
+            value = getattr(opts, name)
+            if value is not None:
+                setattr(override, name, value)
+    return gateway_pb2.ChatRequest(turns=turns, options=options)
+
+
+def _invocation(inv: gateway_pb2.Invocation) -> Invocation:
+    return Invocation(inv.index, _MODALITY_NAMES.get(inv.modality, "?"), inv.prompt, inv.model)
+
+
+def to_event(event: gateway_pb2.ChatEvent) -> ChatEvent | None:
+    kind = event.WhichOneof("event")
+    if kind == "text_delta":
+        return TextDelta(event.text_delta.text)
+    if kind == "meta_response":
+        m = event.meta_response
+        return MetaResponse(m.raw, m.answer, [_invocation(i) for i in m.invocations], m.parsed)
+    if kind == "invocation_started":
+        return InvocationStarted(_invocation(event.invocation_started.invocation), event.invocation_started.endpoint)
+    if kind == "progress":
+        p = event.progress
+        return Progress(p.index, p.step, p.total_steps)
+    if kind == "media_chunk":
+        c = event.media_chunk
+        return MediaChunk(c.index, c.mime_type, c.data, c.offset, c.total_bytes)
+    if kind == "invocation_done":
+        d = event.invocation_done
+        return InvocationDone(d.index, d.seed, d.elapsed_seconds, d.mime_type)
+    if kind == "invocation_error":
+        e = event.invocation_error
+        return InvocationError(e.index, e.code, e.message)
+    if kind == "done":
+        f = event.done
+        return Done(f.usage.prompt_tokens, f.usage.completion_tokens, f.elapsed_seconds, f.failed_invocations)
+    return None
+
+
+class ResultBuilder:
+    """Folds events into a :class:`ChatResult` (media chunks reassembled by offset)."""
+
+    def __init__(self) -> None:
+        self.result = ChatResult()
+        self._buffers: dict[int, bytearray] = {}
+        self._mime: dict[int, str] = {}
+        self._invocations: dict[int, Invocation] = {}
+
+    def add(self, event: ChatEvent) -> None:
+        r = self.result
+        if isinstance(event, MetaResponse):
+            r.meta_response = event
+            r.text = event.answer
+            self._invocations = {i.index: i for i in event.invocations}
+        elif isinstance(event, MediaChunk):
+            buffer = self._buffers.setdefault(event.index, bytearray())
+            buffer[event.offset : event.offset + len(event.data)] = event.data
+            self._mime[event.index] = event.mime_type
+        elif isinstance(event, InvocationDone):
+            data = bytes(self._buffers.pop(event.index, b""))
+            invocation = self._invocations.get(event.index, Invocation(event.index, "?", "", ""))
+            r.media.append(
+                GeneratedMedia(invocation, event.mime_type or self._mime.get(event.index, ""), data, event.seed)
+            )
+        elif isinstance(event, InvocationError):
+            r.errors.append(event)
+        elif isinstance(event, Done):
+            r.done = event

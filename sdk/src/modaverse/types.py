@@ -1,0 +1,117 @@
+"""Typed chat events and results returned by :class:`modaverse.Client`."""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "audio/wav": ".wav",
+}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    index: int
+    modality: str  # "image" | "video" | "audio"
+    prompt: str
+    model: str
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class MetaResponse:
+    raw: str
+    answer: str
+    invocations: list[Invocation]
+    parsed: bool
+
+
+@dataclass(frozen=True)
+class InvocationStarted:
+    invocation: Invocation
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    index: int
+    step: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class MediaChunk:
+    index: int
+    mime_type: str
+    data: bytes
+    offset: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class InvocationDone:
+    index: int
+    seed: int
+    elapsed_seconds: float
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class InvocationError:
+    index: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Done:
+    prompt_tokens: int
+    completion_tokens: int
+    elapsed_seconds: float
+    failed_invocations: int
+
+
+ChatEvent = (
+    TextDelta | MetaResponse | InvocationStarted | Progress | MediaChunk | InvocationDone | InvocationError | Done
+)
+
+
+@dataclass
+class GeneratedMedia:
+    invocation: Invocation
+    mime_type: str
+    data: bytes
+    seed: int = 0
+
+    def save(self, directory: str | Path, stem: str | None = None) -> Path:
+        """Write the file into ``directory`` (created if needed); returns its path."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        ext = _EXTENSIONS.get(self.mime_type) or mimetypes.guess_extension(self.mime_type) or ".bin"
+        path = folder / f"{stem or f'{self.invocation.index}_{self.invocation.modality}'}{ext}"
+        path.write_bytes(self.data)
+        return path
+
+
+@dataclass
+class ChatResult:
+    """A whole answer: the text, the meta-response, every generated file and every failure."""
+
+    text: str = ""
+    meta_response: MetaResponse | None = None
+    media: list[GeneratedMedia] = field(default_factory=list)
+    errors: list[InvocationError] = field(default_factory=list)
+    done: Done | None = None
+
+    def save(self, directory: str | Path) -> list[Path]:
+        return [m.save(directory) for m in self.media]

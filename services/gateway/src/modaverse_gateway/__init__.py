@@ -1,0 +1,1 @@
+"""ModaVerse gateway: the public any-to-any chat API."""

@@ -1,0 +1,5 @@
+"""``python -m modaverse_gateway`` = the ``modaverse-gateway`` command."""
+
+from .cli import main
+
+main()

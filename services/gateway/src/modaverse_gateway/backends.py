@@ -1,0 +1,120 @@
+"""Typed calls to the encoder, the LLM and the generators, with deadlines and failover.
+
+Downstream failures become domain errors here, so the interceptor reports them with a
+status the client can act on: the downstream's INVALID_ARGUMENT stays INVALID_ARGUMENT (the
+client's input was bad), UNAVAILABLE after every replica was tried becomes UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
+from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
+from modaverse_runtime.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ModaverseError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from modaverse_runtime.logs import REQUEST_ID_HEADER, request_id
+
+from .replicas import Replica, ReplicaSet
+from .routes import Route, RoutingTable
+from .settings import GatewaySettings
+
+_BY_CODE: dict[grpc.StatusCode, type[ModaverseError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def downstream_error(service: str, error: aio.AioRpcError) -> ModaverseError:
+    cls = _BY_CODE.get(error.code(), Unavailable)
+    return cls(f"{service}: {error.details() or error.code().name}")
+
+
+def _metadata() -> tuple[tuple[str, str], ...]:
+    return ((REQUEST_ID_HEADER, request_id.get()),)
+
+
+class Backends:
+    def __init__(self, settings: GatewaySettings, routes: RoutingTable) -> None:
+        def replicas(name: str, targets: list[str]) -> ReplicaSet:
+            return ReplicaSet(
+                name,
+                targets,
+                attempts=settings.retry_attempts,
+                backoff_s=settings.retry_backoff_ms / 1000,
+                cooldown_s=settings.unhealthy_cooldown_s,
+                max_message_bytes=settings.max_message_bytes,
+            )
+
+        self.encoder = replicas("encoder", settings.split(settings.encoder_targets))
+        self.llm = replicas("llm", settings.split(settings.llm_targets))
+        self.generators = {name: replicas(f"generator {name}", list(r.endpoints)) for name, r in routes.routes.items()}
+
+    async def encode(self, request: encoder_pb2.EncodeRequest, timeout: float | None) -> encoder_pb2.EncodeResponse:
+        async def call(replica: Replica) -> encoder_pb2.EncodeResponse:
+            stub = encoder_pb2_grpc.EncoderServiceStub(replica.channel)
+            reply: encoder_pb2.EncodeResponse = await stub.Encode(request, timeout=timeout, metadata=_metadata())
+            return reply
+
+        try:
+            return await self.encoder.call(call)
+        except aio.AioRpcError as error:
+            raise downstream_error("encoder", error) from None
+
+    async def llm_generate(
+        self, request: llm_pb2.GenerateRequest, timeout: float | None
+    ) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        def open_stream(replica: Replica) -> AsyncIterable[llm_pb2.GenerateResponse]:
+            stub = llm_pb2_grpc.LLMServiceStub(replica.channel)
+            return stub.Generate(request, timeout=timeout, metadata=_metadata())
+
+        try:
+            async for item in self.llm.stream(open_stream):
+                yield item
+        except aio.AioRpcError as error:
+            raise downstream_error("llm", error) from None
+
+    def generate(
+        self, route: Route, request: generator_pb2.GenerateRequest, timeout: float | None
+    ) -> AsyncIterator[generator_pb2.GenerateResponse]:
+        """Raw stream (the orchestrator reports a failed invocation, it does not fail the chat)."""
+
+        def open_stream(replica: Replica) -> AsyncIterable[generator_pb2.GenerateResponse]:
+            stub = generator_pb2_grpc.GeneratorServiceStub(replica.channel)
+            return stub.Generate(request, timeout=timeout, metadata=_metadata())
+
+        return self.generators[route.name].stream(open_stream)
+
+    async def serving(self, target_set: ReplicaSet) -> bool:
+        """True if any replica answers SERVING within a second."""
+
+        async def check(replica: Replica) -> bool:
+            try:
+                reply = await health_pb2_grpc.HealthStub(replica.channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1.0
+                )
+            except aio.AioRpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        results = await asyncio.gather(*(check(r) for r in target_set.replicas))
+        return any(results)
+
+    async def close(self) -> None:
+        for replica_set in (self.encoder, self.llm, *self.generators.values()):
+            await replica_set.close()

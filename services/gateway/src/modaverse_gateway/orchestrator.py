@@ -1,0 +1,169 @@
+"""One chat, end to end: validate → encode → stream the LLM → parse → generate concurrently.
+
+Events go to the client as they happen: LLM text deltas, the meta-response, then the events of
+every invocation interleaved (started, progress, media chunks, done or error), then Done. One
+failed invocation is reported as an InvocationError and does not fail the others. The chat's
+deadline is passed to every downstream call; if the client goes away, the async generator is
+closed and every downstream task is cancelled with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from modaverse_protos.encoder.v1 import encoder_pb2
+from modaverse_protos.gateway.v1 import gateway_pb2
+from modaverse_runtime.errors import DeadlineExceeded, ModaverseError, ResourceExhausted
+
+from . import convert
+from .backends import Backends, downstream_error
+from .metaresponse import Invocation, parse_meta_response
+from .routes import Route, RoutingTable
+from .settings import GatewaySettings
+from .validation import validate_chat
+
+log = logging.getLogger(__name__)
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the chat's deadline passed")
+        return left
+
+
+class ChatOrchestrator:
+    def __init__(self, settings: GatewaySettings, backends: Backends, routes: RoutingTable) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.routes = routes
+        self._slots = asyncio.Semaphore(settings.max_concurrent_chats)
+
+    async def chat(
+        self, request: gateway_pb2.ChatRequest, time_remaining: float | None
+    ) -> AsyncIterator[gateway_pb2.ChatEvent]:
+        validate_chat(request, self.settings, self.routes)
+        if self._slots.locked():
+            raise ResourceExhausted(
+                f"the gateway is at its limit of {self.settings.max_concurrent_chats} concurrent chats; retry shortly"
+            )
+        async with self._slots:
+            async for event in self._chat(request, Deadline(time_remaining or self.settings.default_deadline_s)):
+                yield event
+
+    async def _chat(self, request: gateway_pb2.ChatRequest, deadline: Deadline) -> AsyncIterator[gateway_pb2.ChatEvent]:
+        started = time.perf_counter()
+        encode = convert.encode_request(request)
+        encoded = await self.backends.encode(encode, deadline.remaining()) if encode.media else None
+        llm_request = convert.llm_request(request, encoded or encoder_pb2.EncodeResponse())
+        raw, usage = "", gateway_pb2.Usage()
+        async for item in self.backends.llm_generate(llm_request, deadline.remaining()):
+            if item.WhichOneof("event") == "delta":
+                yield gateway_pb2.ChatEvent(text_delta=gateway_pb2.TextDelta(text=item.delta))
+            else:
+                raw = item.final.text
+                usage = gateway_pb2.Usage(
+                    prompt_tokens=item.final.prompt_tokens, completion_tokens=item.final.completion_tokens
+                )
+        parsed = parse_meta_response(raw)
+        routes = [self._route(inv) for inv in parsed.invocations]
+        yield convert.meta_response_event(parsed, [r.name if isinstance(r, Route) else "" for r in routes])
+        failed = 0
+        if not request.options.meta_response_only and parsed.invocations:
+            async for event in self._fan_out(request, parsed.invocations, routes, deadline):
+                failed += event.WhichOneof("event") == "invocation_error"
+                yield event
+        elapsed = time.perf_counter() - started
+        yield gateway_pb2.ChatEvent(
+            done=gateway_pb2.Done(usage=usage, elapsed_seconds=elapsed, failed_invocations=failed)
+        )
+
+    def _route(self, invocation: Invocation) -> Route | ModaverseError:
+        try:
+            return self.routes.resolve(invocation.modality, invocation.model)
+        except ModaverseError as exc:
+            return exc
+
+    async def _fan_out(
+        self,
+        request: gateway_pb2.ChatRequest,
+        invocations: list[Invocation],
+        routes: list[Route | ModaverseError],
+        deadline: Deadline,
+    ) -> AsyncIterator[gateway_pb2.ChatEvent]:
+        queue: asyncio.Queue[gateway_pb2.ChatEvent | None] = asyncio.Queue()
+        tasks = [
+            asyncio.create_task(self._invoke(i, inv, route, request, deadline, queue), name=f"invocation-{i}")
+            for i, (inv, route) in enumerate(zip(invocations, routes, strict=True))
+        ]
+        try:
+            finished = 0
+            while finished < len(tasks):
+                event = await queue.get()
+                if event is None:
+                    finished += 1
+                else:
+                    yield event
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _invoke(
+        self,
+        index: int,
+        invocation: Invocation,
+        route: Route | ModaverseError,
+        request: gateway_pb2.ChatRequest,
+        deadline: Deadline,
+        queue: asyncio.Queue[gateway_pb2.ChatEvent | None],
+    ) -> None:
+        try:
+            if isinstance(route, ModaverseError):
+                raise route
+            proto_inv = gateway_pb2.Invocation(
+                index=index,
+                modality=convert.MODALITY_PROTO[invocation.modality],
+                prompt=invocation.prompt,
+                model=route.name,
+            )
+            endpoint = ",".join(route.endpoints)
+            queue.put_nowait(
+                gateway_pb2.ChatEvent(
+                    invocation_started=gateway_pb2.InvocationStarted(invocation=proto_inv, endpoint=endpoint)
+                )
+            )
+            stream = self.backends.generate(route, convert.generator_request(invocation, request), deadline.remaining())
+            async for response in stream:
+                event = convert.generator_event(index, response)
+                if event is not None:
+                    queue.put_nowait(event)
+        except aio.AioRpcError as error:
+            failure = downstream_error(f"generator {getattr(route, 'name', '?')}", error)
+            queue.put_nowait(self._error(index, failure))
+        except ModaverseError as exc:
+            queue.put_nowait(self._error(index, exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("invocation %d failed", index)
+            queue.put_nowait(self._error(index, ModaverseError(f"internal error ({type(exc).__name__})")))
+        finally:
+            queue.put_nowait(None)
+
+    @staticmethod
+    def _error(index: int, exc: ModaverseError) -> gateway_pb2.ChatEvent:
+        return gateway_pb2.ChatEvent(
+            invocation_error=gateway_pb2.InvocationError(index=index, code=exc.code.name, message=exc.message)
+        )

@@ -1,0 +1,121 @@
+"""Client-side load balancing and failover over a route's replicas.
+
+Calls rotate round-robin over the replicas; a replica that answered UNAVAILABLE is skipped for a
+cool-down, and the call is retried on the next one with exponential backoff. Streams fail over
+only before their first message: once output has reached the client it cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+from grpc import aio
+
+from .discovery import open_channel
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+@dataclass
+class Replica:
+    target: str
+    max_message_bytes: int | None = None
+    failed_at: float = -1e9
+    _channel: aio.Channel | None = field(default=None, repr=False)
+
+    @property
+    def channel(self) -> aio.Channel:
+        if self._channel is None:
+            self._channel = open_channel(self.target, self.max_message_bytes)
+        return self._channel
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+
+class ReplicaSet:
+    def __init__(
+        self,
+        name: str,
+        targets: list[str],
+        *,
+        attempts: int = 3,
+        backoff_s: float = 0.1,
+        cooldown_s: float = 5.0,
+        max_message_bytes: int | None = None,
+    ) -> None:
+        self.name = name
+        self.replicas = [Replica(t, max_message_bytes) for t in targets]
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.cooldown_s = cooldown_s
+        self._next = itertools.count()
+
+    def order(self) -> list[Replica]:
+        """Round-robin order for one call; replicas cooling down after a failure go last."""
+        n = len(self.replicas)
+        start = next(self._next) % n
+        rotated = self.replicas[start:] + self.replicas[:start]
+        now = time.monotonic()
+        fresh = [r for r in rotated if now - r.failed_at >= self.cooldown_s]
+        return fresh + [r for r in rotated if r not in fresh]
+
+    def _plan(self) -> list[Replica]:
+        order = self.order()
+        return [order[i % len(order)] for i in range(self.attempts)]
+
+    async def call(self, fn: Callable[[Replica], Awaitable[T]]) -> T:
+        last: aio.AioRpcError | None = None
+        for attempt, replica in enumerate(self._plan()):
+            if attempt:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                return await fn(replica)
+            except aio.AioRpcError as error:
+                if error.code() not in RETRYABLE:
+                    raise
+                replica.failed_at = time.monotonic()
+                log.warning(
+                    "%s replica %s unavailable (%s); trying another", self.name, replica.target, error.details()
+                )
+                last = error
+        assert last is not None
+        raise last
+
+    async def stream(self, open_stream: Callable[[Replica], AsyncIterable[T]]) -> AsyncIterator[T]:
+        last: aio.AioRpcError | None = None
+        for attempt, replica in enumerate(self._plan()):
+            if attempt:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            started = False
+            try:
+                async for item in open_stream(replica):
+                    started = True
+                    yield item
+                return
+            except aio.AioRpcError as error:
+                if started or error.code() not in RETRYABLE:
+                    raise
+                replica.failed_at = time.monotonic()
+                log.warning(
+                    "%s replica %s unavailable (%s); trying another", self.name, replica.target, error.details()
+                )
+                last = error
+        assert last is not None
+        raise last
+
+    async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.close()

@@ -1,0 +1,64 @@
+"""Wiring: settings → routing table → backends → orchestrator → servicer → shared lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpc import aio
+
+from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from modaverse_protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
+from modaverse_runtime.server import ServiceSpec
+
+from .backends import Backends
+from .orchestrator import ChatOrchestrator
+from .routes import RoutingTable, load_routes
+from .servicer import GatewayServicer
+from .settings import GatewaySettings
+
+SERVICE_NAME: str = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+log = logging.getLogger(__name__)
+
+
+def make_spec(settings: GatewaySettings) -> ServiceSpec:
+    routes = RoutingTable()
+    backends = Backends(settings, routes)
+    names: dict[str, str] = {}
+    servicer = GatewayServicer(ChatOrchestrator(settings, backends, routes), backends, routes, names)
+
+    async def load() -> None:
+        table = await asyncio.to_thread(load_routes, settings.routes_file, settings.routes)
+        routes.routes.update(table.routes)
+        backends.generators.update(Backends(settings, table).generators)
+        log.info("routes: %s", ", ".join(f"{r.name}({r.modality})" for r in table.routes.values()) or "none")
+        names.update(await _model_names(backends))
+
+    async def unload() -> None:
+        await backends.close()
+
+    def register(server: aio.Server) -> None:
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+
+    return ServiceSpec("gateway", [SERVICE_NAME], register, load, unload)
+
+
+async def _model_names(backends: Backends) -> dict[str, str]:
+    """Best effort: the gateway starts even when its backends are not up yet."""
+    names: dict[str, str] = {}
+    try:
+        reply = await backends.encoder.call(
+            lambda r: encoder_pb2_grpc.EncoderServiceStub(r.channel).Info(encoder_pb2.InfoRequest(), timeout=2.0)
+        )
+        names["encoder"] = reply.encoder_model
+    except Exception:
+        log.info("encoder not reachable yet; ListModels will not name it")
+    try:
+        llm = await backends.llm.call(
+            lambda r: llm_pb2_grpc.LLMServiceStub(r.channel).Info(llm_pb2.InfoRequest(), timeout=2.0)
+        )
+        names["llm"] = llm.model
+    except Exception:
+        log.info("llm not reachable yet; ListModels will not name it")
+    return names

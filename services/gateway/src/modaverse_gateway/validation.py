@@ -1,0 +1,47 @@
+"""Request checks done before any downstream call (cheap, with messages that say what to fix)."""
+
+from __future__ import annotations
+
+from modaverse_protos.common.v1 import common_pb2
+from modaverse_protos.gateway.v1 import gateway_pb2
+from modaverse_runtime.errors import InvalidArgument
+
+from .metaresponse import OutputModality
+from .routes import RoutingTable
+from .settings import GatewaySettings
+
+ENCODABLE = (common_pb2.MODALITY_IMAGE, common_pb2.MODALITY_VIDEO, common_pb2.MODALITY_AUDIO)
+OVERRIDE_KEYS = {m.value for m in (OutputModality.IMAGE, OutputModality.VIDEO, OutputModality.AUDIO)}
+
+
+def validate_chat(request: gateway_pb2.ChatRequest, settings: GatewaySettings, routes: RoutingTable) -> None:
+    turns = request.turns
+    if not turns:
+        raise InvalidArgument("the request has no turns; send at least one user turn with text or media")
+    if len(turns) > settings.max_turns:
+        raise InvalidArgument(f"{len(turns)} turns; the limit is {settings.max_turns}")
+    if turns[-1].role == gateway_pb2.ROLE_ASSISTANT:
+        raise InvalidArgument("the last turn must be the user's")
+    text_chars = sum(len(t.text) for t in turns)
+    if text_chars > settings.max_text_chars:
+        raise InvalidArgument(f"{text_chars} characters of text; the limit is {settings.max_text_chars}")
+    media_items = sum(len(t.media) for t in turns)
+    if media_items > settings.max_media_items:
+        raise InvalidArgument(f"{media_items} media items; the limit is {settings.max_media_items}")
+    max_bytes = int(settings.max_media_mb * 2**20)
+    for ti, turn in enumerate(turns):
+        if not turn.text.strip() and not turn.media:
+            raise InvalidArgument(f"turns[{ti}] has no text and no media")
+        for mi, media in enumerate(turn.media):
+            where = f"turns[{ti}].media[{mi}]"
+            if media.modality not in ENCODABLE:
+                raise InvalidArgument(f"{where}: modality {media.modality} is not supported; use IMAGE, VIDEO or AUDIO")
+            if media.WhichOneof("source") != "data" or not media.data:
+                raise InvalidArgument(f"{where}: send the media bytes in 'data' (uri sources are not fetched)")
+            if len(media.data) > max_bytes:
+                raise InvalidArgument(f"{where}: {len(media.data)} bytes; the limit is {max_bytes}")
+    for key, override in request.options.generator_overrides.items():
+        if key not in OVERRIDE_KEYS:
+            raise InvalidArgument(f"generator_overrides key {key!r} is not one of {sorted(OVERRIDE_KEYS)}")
+        if override.model:
+            routes.resolve(OutputModality(key), override.model)  # unknown model → INVALID_ARGUMENT
