@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from . import metrics
 from .interceptors import ServerInterceptor
 from .settings import ServerSettings
+from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,19 @@ class ModaverseServer:
         reflection.enable_server_reflection(
             [*self.spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        credentials = server_credentials(s)
+        address = f"{s.host}:{s.port}"
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"could not bind {s.host}:{s.port}")
         await self._set_health(False)
         await server.start()
         self._server = server
-        log.info("%s listening on %s:%d (profile=%s)", self.spec.name, s.host, self.port, s.profile)
+        tls = "off" if credentials is None else ("mTLS" if s.tls_client_ca_file else "TLS")
+        log.info("%s listening on %s:%d (profile=%s, tls=%s)", self.spec.name, s.host, self.port, s.profile, tls)
         self._load_task = asyncio.create_task(self._load(), name=f"{self.spec.name}-load")
         return self.port
 

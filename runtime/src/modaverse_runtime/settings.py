@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Profile = Literal["tiny", "full"]
@@ -33,7 +33,21 @@ class ServerSettings(BaseSettings):
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="One JSON object per log line (for log shippers)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate: serve TLS (and present it to servers we call)"
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(None, description="PEM CA: require client certificates signed by it (mTLS)")
+    tls_ca_file: Path | None = Field(None, description="PEM CA to verify the servers this process calls (gateway)")
 
     @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * 2**20
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        return self

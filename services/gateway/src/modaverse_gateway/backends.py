@@ -26,6 +26,7 @@ from modaverse_runtime.errors import (
     Unavailable,
 )
 from modaverse_runtime.logs import REQUEST_ID_HEADER, request_id
+from modaverse_runtime.tls import channel_credentials
 
 from .replicas import Replica, ReplicaSet
 from .routes import Route, RoutingTable
@@ -51,6 +52,8 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 
 class Backends:
     def __init__(self, settings: GatewaySettings, routes: RoutingTable) -> None:
+        credentials = channel_credentials(settings)
+
         def replicas(name: str, targets: list[str]) -> ReplicaSet:
             return ReplicaSet(
                 name,
@@ -59,6 +62,7 @@ class Backends:
                 backoff_s=settings.retry_backoff_ms / 1000,
                 cooldown_s=settings.unhealthy_cooldown_s,
                 max_message_bytes=settings.max_message_bytes,
+                credentials=credentials,
             )
 
         self.encoder = replicas("encoder", settings.split(settings.encoder_targets))

@@ -6,6 +6,7 @@ over them with gRPC's round_robin policy. Several targets per route are balanced
 
 from __future__ import annotations
 
+import grpc
 from grpc import aio
 
 _OPTIONS = [
@@ -17,9 +18,13 @@ _OPTIONS = [
 ]
 
 
-def open_channel(target: str, max_message_bytes: int | None = None) -> aio.Channel:
+def open_channel(
+    target: str, max_message_bytes: int | None = None, credentials: grpc.ChannelCredentials | None = None
+) -> aio.Channel:
     options = list(_OPTIONS)
     if max_message_bytes:
         options[0] = ("grpc.max_send_message_length", max_message_bytes)
         options[1] = ("grpc.max_receive_message_length", max_message_bytes)
+    if credentials is not None:
+        return aio.secure_channel(target, credentials, options=options)
     return aio.insecure_channel(target, options=options)

@@ -30,13 +30,14 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 class Replica:
     target: str
     max_message_bytes: int | None = None
+    credentials: grpc.ChannelCredentials | None = None
     failed_at: float = -1e9
     _channel: aio.Channel | None = field(default=None, repr=False)
 
     @property
     def channel(self) -> aio.Channel:
         if self._channel is None:
-            self._channel = open_channel(self.target, self.max_message_bytes)
+            self._channel = open_channel(self.target, self.max_message_bytes, self.credentials)
         return self._channel
 
     async def close(self) -> None:
@@ -55,9 +56,10 @@ class ReplicaSet:
         backoff_s: float = 0.1,
         cooldown_s: float = 5.0,
         max_message_bytes: int | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.name = name
-        self.replicas = [Replica(t, max_message_bytes) for t in targets]
+        self.replicas = [Replica(t, max_message_bytes, credentials) for t in targets]
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.cooldown_s = cooldown_s
