@@ -44,6 +44,12 @@ class Unavailable(ModaverseError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unauthenticated(ModaverseError):
+    """No valid credentials on the call."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class DeadlineExceeded(ModaverseError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 

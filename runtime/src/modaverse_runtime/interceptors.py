@@ -21,6 +21,7 @@ from grpc import aio
 from . import metrics
 from .errors import ModaverseError, status_for
 from .logs import REQUEST_ID_HEADER, request_id
+from .security import RequestGuard
 
 log = logging.getLogger("modaverse.rpc")
 
@@ -69,11 +70,14 @@ class _CallScope:
 
 
 @contextlib.asynccontextmanager
-async def _call(method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-    """Scope of one RPC: request id, metrics, and domain errors turned into statuses."""
+async def _call(method: str, context: aio.ServicerContext[Any, Any], guard: RequestGuard) -> AsyncIterator[None]:
+    """Scope of one RPC: request id, metrics, auth/rate limit, and domain errors turned into statuses."""
     scope = _CallScope(method, context)
     try:
         context.set_trailing_metadata(((REQUEST_ID_HEADER, scope.rid),))
+        if guard.active:
+            metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+            guard.check(method, metadata, context.peer())
         yield
     except aio.AbortError:
         raise
@@ -86,17 +90,17 @@ async def _call(method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIte
         scope.close()
 
 
-def _wrap_unary(method: str, behavior: _Unary) -> _Unary:
+def _wrap_unary(method: str, behavior: _Unary, guard: RequestGuard) -> _Unary:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        async with _call(method, context):
+        async with _call(method, context, guard):
             return await behavior(request, context)
 
     return handler
 
 
-def _wrap_streaming(method: str, behavior: _Streaming) -> _Streaming:
+def _wrap_streaming(method: str, behavior: _Streaming, guard: RequestGuard) -> _Streaming:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async with _call(method, context):
+        async with _call(method, context, guard):
             async for response in behavior(request, context):
                 yield response
 
@@ -107,6 +111,9 @@ _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the t
 
 
 class ServerInterceptor(aio.ServerInterceptor):
+    def __init__(self, guard: RequestGuard | None = None) -> None:
+        self.guard = guard or RequestGuard()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
@@ -118,13 +125,13 @@ class ServerInterceptor(aio.ServerInterceptor):
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, cast(_Unary, handler.unary_unary)),
+                _wrap_unary(method, cast(_Unary, handler.unary_unary), self.guard),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_streaming(method, cast(_Streaming, handler.unary_stream)),
+                _wrap_streaming(method, cast(_Streaming, handler.unary_stream), self.guard),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

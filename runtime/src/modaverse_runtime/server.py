@@ -24,10 +24,17 @@ from grpc_reflection.v1alpha import reflection
 
 from . import metrics
 from .interceptors import ServerInterceptor
+from .security import RateLimiter, RequestGuard, load_tokens
 from .settings import ServerSettings
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
+
+
+def request_guard(settings: ServerSettings) -> RequestGuard:
+    tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
+    limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps > 0 else None
+    return RequestGuard(tokens, limiter)
 
 
 @dataclass
@@ -72,7 +79,7 @@ class ModaverseServer:
             ("grpc.so_reuseport", 0),
         ]
         server = aio.server(
-            interceptors=[ServerInterceptor()],
+            interceptors=[ServerInterceptor(request_guard(s))],
             options=options,
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )

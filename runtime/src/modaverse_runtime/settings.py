@@ -38,6 +38,11 @@ class ServerSettings(BaseSettings):
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
     tls_client_ca_file: Path | None = Field(None, description="PEM CA: require client certificates signed by it (mTLS)")
+    auth_tokens_file: Path | None = Field(
+        None, description="'client-name:token' lines; when set, calls need 'authorization: Bearer <token>'"
+    )
+    rate_limit_rps: float = Field(0.0, ge=0, description="calls/s per client (token name or address); 0 = off")
+    rate_limit_burst: int = Field(20, ge=1, description="calls a client may make at once before the rate applies")
     tls_ca_file: Path | None = Field(None, description="PEM CA to verify the servers this process calls (gateway)")
 
     @property

@@ -34,7 +34,9 @@ class Scripted(encoder_pb2_grpc.EncoderServiceServicer):
         return encoder_pb2.InfoResponse()
 
 
-def make_server(loaded: asyncio.Event, drain_delay_s: float = 0.0) -> tuple[ModaverseServer, Scripted]:
+def make_server(
+    loaded: asyncio.Event, drain_delay_s: float = 0.0, settings: ServerSettings | None = None
+) -> tuple[ModaverseServer, Scripted]:
     servicer = Scripted()
 
     async def load() -> None:
@@ -50,7 +52,7 @@ def make_server(loaded: asyncio.Event, drain_delay_s: float = 0.0) -> tuple[Moda
         load,
         unload,
     )
-    settings = ServerSettings(host="127.0.0.1", port=0, grace_period_s=1.0)
+    settings = settings or ServerSettings(host="127.0.0.1", port=0, grace_period_s=1.0)
     return ModaverseServer(spec, settings, drain_delay_s=drain_delay_s), servicer
 
 
