@@ -29,7 +29,7 @@ $(INSTALL_STAMP): $(PACKAGES) requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	# ImageBind's declared deps pull CUDA torch, torchvision, torchaudio: install the code only.
 	$(PY) -m pip install -q --no-deps imagebind-unofficial==0.1.1
-	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder -e services/llm -e services/generators -e services/gateway
+	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder -e services/llm -e services/generators -e services/gateway -e training
 	@touch $@
 
 protos: $(PROTO_STAMP)
@@ -50,7 +50,7 @@ demo: protos
 lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src sdk/src tests bench scripts
+	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src training/src sdk/src tests bench scripts
 
 format: install
 	$(BIN)/ruff check --fix .

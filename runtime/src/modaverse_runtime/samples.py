@@ -18,7 +18,16 @@ from PIL import Image, ImageColor, ImageDraw
 
 from .media import ffmpeg
 
-__all__ = ["AUDIO_FORMATS", "IMAGE_FORMATS", "SHAPES", "VIDEO_FORMATS", "make_audio", "make_image", "make_video"]
+__all__ = [
+    "AUDIO_FORMATS",
+    "IMAGE_FORMATS",
+    "SHAPES",
+    "VIDEO_FORMATS",
+    "draw_shape",
+    "make_audio",
+    "make_image",
+    "make_video",
+]
 
 SHAPES: Final = ("circle", "square", "triangle", "star", "cross")
 IMAGE_FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF")
@@ -52,7 +61,7 @@ def make_image(shape: str = "circle", color: str = "red", size: int = 224, fmt: 
     img = Image.new("RGB", (size, size), tint)
     jitter = rng.uniform(-0.08, 0.08, size=2) * size
     centre = (size / 2 + float(jitter[0]), size / 2 + float(jitter[1]))
-    _draw_shape(ImageDraw.Draw(img), shape, centre, size * 0.3, ImageColor.getrgb(color))
+    draw_shape(ImageDraw.Draw(img), shape, centre, size * 0.3, ImageColor.getrgb(color))
     buf = io.BytesIO()
     if fmt == "GIF":
         img.quantize(colors=64).save(buf, format="GIF")
@@ -126,11 +135,11 @@ def _video_frame(shape: str, fill: tuple[int, ...], width: int, height: int, pro
     img = Image.new("RGB", (width, height), _BACKGROUND)
     radius = min(width, height) * 0.2
     x = radius + progress * (width - 2 * radius)
-    _draw_shape(ImageDraw.Draw(img), shape, (x, height / 2), radius, fill)
+    draw_shape(ImageDraw.Draw(img), shape, (x, height / 2), radius, fill)
     return np.asarray(img, dtype=np.uint8)
 
 
-def _draw_shape(
+def draw_shape(
     draw: ImageDraw.ImageDraw, shape: str, centre: tuple[float, float], radius: float, fill: tuple[int, ...]
 ) -> None:
     cx, cy = centre

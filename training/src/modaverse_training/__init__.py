@@ -1,0 +1,1 @@
+"""ModaVerse I/O-alignment training: data, single-stage trainer, export."""
