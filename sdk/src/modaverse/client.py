@@ -14,7 +14,7 @@ that fails does not fail the chat: it shows up in ``result.errors``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -205,7 +205,7 @@ class AsyncClient:
         timeout: float | None = None,
         generators: dict[str, GenerationOptions] | None = None,
         **options: Any,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         request = build_request(
             text, images=images, audio=audio, video=video, history=history, generators=generators, **options
         )

@@ -11,9 +11,11 @@ encoder always runs) and torch's own truncated-normal initialiser.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,16 @@ def _trunc_normal_(
     return nn.init.trunc_normal_(tensor, mean=mean, std=std, a=a, b=b)
 
 
-def _install_timm_layers() -> None:
+@contextlib.contextmanager
+def _timm_layers() -> Iterator[None]:
+    """Provide ``timm.layers`` while ImageBind's modules import, if the real timm cannot load.
+
+    The stand-in is removed again afterwards (ImageBind has bound the two names by then), so
+    other libraries probing for timm (diffusers does) never see a half-made package."""
     try:
         import timm.layers
 
+        yield
         return
     except Exception:
         pass
@@ -54,8 +62,16 @@ def _install_timm_layers() -> None:
     layers.DropPath = DropPath  # type: ignore[attr-defined]
     layers.trunc_normal_ = _trunc_normal_  # type: ignore[attr-defined]
     timm.layers = layers  # type: ignore[attr-defined]
-    sys.modules.setdefault("timm", timm)
-    sys.modules["timm.layers"] = layers
+    saved = {name: sys.modules.get(name) for name in ("timm", "timm.layers")}
+    sys.modules["timm"], sys.modules["timm.layers"] = timm, layers
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 def _register_package() -> None:
@@ -74,9 +90,9 @@ def _register_package() -> None:
 
 def imagebind_model_module() -> Any:
     """The ``imagebind.models.imagebind_model`` module."""
-    _install_timm_layers()
     _register_package()
-    return importlib.import_module("imagebind.models.imagebind_model")
+    with _timm_layers():
+        return importlib.import_module("imagebind.models.imagebind_model")
 
 
 def bpe_vocab_path() -> Path:
