@@ -50,7 +50,7 @@ demo: protos
 lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src training/src sdk/src tests bench scripts
+	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src training/src sdk/src tests bench scripts helm/gen_schema.py
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -76,4 +76,4 @@ bench: protos
 -include helm/helm.mk
 
 clean:
-	rm -rf $(VENV) $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache

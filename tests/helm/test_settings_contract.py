@@ -1,0 +1,77 @@
+"""The chart and the services agree: every MODAVERSE_* variable the chart renders is a field of that service's
+settings class (they ignore unknown variables, so a typo would pass silently), and the rendered values parse."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from modaverse_encoder.settings import EncoderSettings
+from modaverse_gateway.settings import GatewaySettings
+from modaverse_generators.settings import GeneratorSettings
+from modaverse_llm.settings import LLMSettings
+from modaverse_runtime.settings import ServerSettings
+from tests.helm.chart import EXAMPLES, FULLNAME, Manifest, env_of, main_container, render
+
+SETTINGS: dict[str, type[ServerSettings]] = {
+    "encoder": EncoderSettings,
+    "llm": LLMSettings,
+    "generator": GeneratorSettings,
+    "gateway": GatewaySettings,
+}
+
+VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    **{name: (files, ()) for name, files in EXAMPLES.items()},
+    "mtls": (
+        EXAMPLES["full-gpu"],
+        (
+            "global.tls.enabled=true",
+            "global.tls.secretName=internal",
+            "global.tls.mtls=true",
+            "gateway.tls.enabled=true",
+            "gateway.tls.secretName=gw",
+        ),
+    ),
+}
+
+
+def _settings(dep: Manifest, monkeypatch: pytest.MonkeyPatch) -> tuple[ServerSettings, dict[str, str]]:
+    component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+    cls = SETTINGS[component]
+    env = {k: v for k, v in env_of(main_container(dep)).items() if k.startswith("MODAVERSE_")}
+    known = {f"MODAVERSE_{name.upper()}" for name in cls.model_fields}
+    unknown = set(env) - known
+    assert not unknown, f"{dep['metadata']['name']}: {cls.__name__} has no field for {sorted(unknown)}"
+    with monkeypatch.context() as patch:
+        for key in os.environ:
+            if key.startswith("MODAVERSE_"):
+                patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return cls(), env
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rendered_env_parses_in_the_service_settings(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    files, sets = VARIANTS[variant]
+    for dep in render(files, sets).of_kind("Deployment"):
+        settings, env = _settings(dep, monkeypatch)
+        assert settings.port == int(env["MODAVERSE_PORT"])
+        assert settings.metrics_port == int(env["MODAVERSE_METRICS_PORT"]) > 0
+        assert settings.grace_period_s == float(env["MODAVERSE_GRACE_PERIOD_S"])
+        assert (settings.tls_cert_file is not None) == ("MODAVERSE_TLS_CERT_FILE" in env)
+
+
+def test_release_settings_reach_the_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered = render(EXAMPLES["swap-image"])
+    llm, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-llm"), monkeypatch)
+    assert isinstance(llm, LLMSettings)
+    assert llm.llm_impl == "vllm" and llm.default_adapter == "modaverse" and "modaverse" in llm.adapters
+    sdxl, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-gen-sdxl"), monkeypatch)
+    assert isinstance(sdxl, GeneratorSettings)
+    assert sdxl.generator_kind == "text-to-image" and sdxl.default_width == 1024 and sdxl.cpu_offload is False
+    assert sdxl.generator_model == "/models/stabilityai/stable-diffusion-xl-base-1.0"
+    gateway, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-gateway"), monkeypatch)
+    assert isinstance(gateway, GatewaySettings)
+    assert GatewaySettings.split(gateway.encoder_targets) == [f"dns:///{FULLNAME}-encoder.ml.svc.cluster.local:50051"]
