@@ -43,6 +43,8 @@ $(PROTO_STAMP): $(PROTO_SRC) $(INSTALL_STAMP)
 
 models: protos
 	$(BIN)/modaverse-encoder build-tiny
+	$(BIN)/modaverse-llm build-tiny
+	$(BIN)/modaverse-generator build-tiny
 
 demo: protos
 	$(PY) scripts/demo.py
@@ -69,6 +71,9 @@ test-gpu: protos
 bench: protos
 	$(PY) bench/encoder.py
 	$(PY) bench/codec.py
+	$(PY) bench/llm.py
+	$(PY) bench/generators.py --kinds text-to-image
+	$(PY) bench/gateway.py
 
 # Per-service extra targets (e.g. services/llm/service.mk: the vLLM virtualenv and its tests).
 -include services/*/service.mk

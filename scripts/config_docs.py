@@ -8,10 +8,18 @@ from pathlib import Path
 from pydantic_settings import BaseSettings
 
 from modaverse_encoder.settings import EncoderSettings
+from modaverse_gateway.settings import GatewaySettings
+from modaverse_generators.settings import GeneratorSettings
+from modaverse_llm.settings import LLMSettings
 from modaverse_runtime.settings import ServerSettings
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-SERVICES: list[tuple[str, type[BaseSettings]]] = [("encoder (`modaverse-encoder`)", EncoderSettings)]
+SERVICES: list[tuple[str, type[BaseSettings]]] = [
+    ("encoder (`modaverse-encoder`)", EncoderSettings),
+    ("llm (`modaverse-llm`)", LLMSettings),
+    ("generator (`modaverse-generator`)", GeneratorSettings),
+    ("gateway (`modaverse-gateway`)", GatewaySettings),
+]
 
 
 def _default(field: object) -> str:

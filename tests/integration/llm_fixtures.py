@@ -1,0 +1,113 @@
+"""In-process LLM servers on loopback ports (real gRPC, real tiny Llama + LoRA).
+
+Test modules import the ``fixture_*`` functions; pytest knows them by their ``name``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from modaverse_llm.service import make_spec
+from modaverse_llm.settings import LLMSettings
+from modaverse_llm.tiny import build_lora_adapter, ensure_tiny_llm
+from modaverse_protos.common.v1 import common_pb2
+from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
+from modaverse_runtime.server import ModaverseServer
+from modaverse_runtime.tensors import from_numpy
+
+GREEDY: dict[str, Any] = {"temperature": 0.0}
+
+
+@dataclass
+class RunningLLM:
+    server: ModaverseServer
+    channel: grpc.aio.Channel
+    stub: llm_pb2_grpc.LLMServiceAsyncStub
+    settings: LLMSettings
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+async def start_llm(model_dir: Path, **overrides: Any) -> RunningLLM:
+    settings = LLMSettings(host="127.0.0.1", port=0, model_dir=model_dir, **overrides)
+    server = ModaverseServer(make_spec(settings), settings)
+    port = await server.start()
+    await server.wait_ready(120)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return RunningLLM(server, channel, llm_pb2_grpc.LLMServiceStub(channel), settings)
+
+
+async def stop_llm(running: RunningLLM) -> None:
+    await running.channel.close()
+    await running.server.stop(grace=1)
+
+
+@pytest.fixture(scope="session", name="llm_model_dir")
+def fixture_llm_model_dir(model_dir: Path) -> Path:
+    ensure_tiny_llm(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="session", name="second_adapter")
+def fixture_second_adapter(llm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("adapters") / "second"
+    build_lora_adapter(llm_model_dir / "tiny" / "llm" / "base", out, seed=5, scale=0.2)
+    return out
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module", name="llm")
+async def fixture_llm(llm_model_dir: Path) -> AsyncIterator[RunningLLM]:
+    running = await start_llm(llm_model_dir, batch_max_wait_ms=20.0, max_tokens_cap=1000)
+    yield running
+    await stop_llm(running)
+
+
+def rows(seed: int, n: int = 1, hidden: int = 256) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(seed).standard_normal((n, hidden)).astype(np.float32)
+
+
+def media(array: np.ndarray[Any, Any], modality: int = common_pb2.MODALITY_IMAGE) -> llm_pb2.Segment:
+    block = llm_pb2.EmbeddingBlock(modality=modality, rows=from_numpy(array))  # type: ignore[arg-type]
+    return llm_pb2.Segment(embeddings=block)
+
+
+def text(value: str) -> llm_pb2.Segment:
+    return llm_pb2.Segment(text=value)
+
+
+def user(*segments: llm_pb2.Segment) -> llm_pb2.Message:
+    return llm_pb2.Message(role=llm_pb2.ROLE_USER, segments=list(segments))
+
+
+def assistant(value: str) -> llm_pb2.Message:
+    return llm_pb2.Message(role=llm_pb2.ROLE_ASSISTANT, segments=[text(value)])
+
+
+def request(messages: Sequence[llm_pb2.Message], adapter: str = "", **sampling: Any) -> llm_pb2.GenerateRequest:
+    return llm_pb2.GenerateRequest(
+        messages=list(messages), sampling=llm_pb2.SamplingParams(**sampling), adapter=adapter
+    )
+
+
+async def generate(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, req: llm_pb2.GenerateRequest
+) -> tuple[list[str], llm_pb2.Final]:
+    deltas: list[str] = []
+    final: llm_pb2.Final | None = None
+    async for reply in stub.Generate(req):
+        assert final is None, "nothing may follow the Final message"
+        if reply.WhichOneof("event") == "delta":
+            deltas.append(reply.delta)
+        else:
+            final = reply.final
+    assert final is not None, "the stream ended without a Final message"
+    return deltas, final
