@@ -1,0 +1,3 @@
+from modaverse_generators.cli import main
+
+main()
