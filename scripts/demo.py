@@ -1,8 +1,9 @@
-"""The README's run command (`make demo`): real tiny models, a real server, real media.
+"""The README's run command (`make demo`): the whole stack on the tiny profile, a real conversation.
 
-Writes sample media (shapes, a tone, a moving shape), starts the encoder service as its
-own process (building the tiny profile's artifacts on first use), encodes everything
-through the SDK and prints what came back, then shuts the server down with SIGTERM.
+Starts every service as its own process (encoder, LLM, three generators, gateway; tiny models,
+built on first use — the LLM is the trained tiny model when `make train-tiny` has run), then holds
+a conversation through the SDK covering text→text, text→image, image→text, audio→image,
+text→video and text→audio, saving every generated file under outputs/ and printing where.
 """
 
 from __future__ import annotations
@@ -11,44 +12,69 @@ import sys
 import time
 from pathlib import Path
 
-from modaverse import EncoderClient, media_from_file
-from modaverse.cli import main as modaverse_cli
-from modaverse.local import LocalService, service_executable
+from modaverse import Client, GenerationOptions
+from modaverse.stack import local_stack
+from modaverse.types import ChatResult
 from modaverse_runtime import samples
 
 ROOT = Path(__file__).resolve().parent.parent
+OUTPUTS = ROOT / "outputs"
 SAMPLES = ROOT / "samples"
 
 
-def write_samples() -> list[Path]:
+def write_samples() -> dict[str, Path]:
     SAMPLES.mkdir(exist_ok=True)
+    import io
+    import random
+
+    import soundfile as sf
+
+    from modaverse_training.shapes import AUDIO_RATE, render_sound
+
+    buf = io.BytesIO()
+    sf.write(buf, render_sound("a low hum", random.Random(7)), AUDIO_RATE, format="WAV")
     files = {
-        "red_circle.png": samples.make_image("circle", "red"),
-        "red_circle_2.jpg": samples.make_image("circle", "red", fmt="JPEG", seed=7),
-        "blue_square.png": samples.make_image("square", "blue"),
-        "tone_440hz.wav": samples.make_audio(440.0, 2.0, 44100, channels=2),
-        "tone_880hz.flac": samples.make_audio(880.0, 2.0, 16000, fmt="FLAC"),
-        "moving_circle.mp4": samples.make_video("circle", "red", seconds=2.0),
+        "blue_square.png": samples.make_image("square", "blue", seed=3),
+        "low_hum.wav": buf.getvalue(),
     }
     for name, data in files.items():
         (SAMPLES / name).write_bytes(data)
-    return [SAMPLES / name for name in files]
+    return {name: SAMPLES / name for name in files}
+
+
+def show(title: str, result: ChatResult, folder: Path) -> None:
+    print(f"\n== {title}")
+    if result.meta_response is not None:
+        print(f"   meta-response: {result.meta_response.raw.strip()}")
+    if result.text:
+        print(f"   answer: {result.text}")
+    for path in result.save(folder):
+        print(f"   saved {path.relative_to(ROOT)}")
+    for error in result.errors:
+        print(f"   invocation {error.index} failed: {error.code} {error.message}")
 
 
 def main() -> int:
-    paths = write_samples()
-    print(f"sample media written to {SAMPLES}/")
+    files = write_samples()
     started = time.perf_counter()
-    with LocalService(service_executable("modaverse-encoder")) as encoder:
-        print(f"encoder SERVING on {encoder.target} after {time.perf_counter() - started:.1f}s (tiny profile)")
-        with EncoderClient(encoder.target) as client:
-            assert len(client.encode([media_from_file(paths[0])])) == 1
-        try:
-            modaverse_cli(["encode", "--target", encoder.target, *map(str, paths)])
-        except SystemExit as done:
-            if done.code:
-                return int(done.code)
-    print("encoder stopped cleanly (SIGTERM → drain → unload)")
+    print("starting the tiny stack (encoder, llm, image/video/audio generators, gateway) ...", flush=True)
+    with local_stack(profile="tiny", log_dir=ROOT / ".modaverse" / "logs") as stack:
+        print(f"gateway SERVING on {stack.target} after {time.perf_counter() - started:.0f}s", flush=True)
+        fast = {m: GenerationOptions(seed=0) for m in ("image", "video", "audio")}
+        image, sound = [files["blue_square.png"]], [files["low_hum.wav"]]
+        conversation: list[tuple[str, str, list[Path], list[Path]]] = [
+            ("text → text", "Hello! What can you do?", [], []),
+            ("text → image", "Draw a red circle.", [], []),
+            ("image → text", "What is in this image?", image, []),
+            ("audio → image", "Draw a picture of this.", [], sound),
+            ("text → video", "Make a video of a green star.", [], []),
+            ("text → audio", "Make the sound of a high beep.", [], []),
+        ]
+        with Client(stack.target, timeout=300) as client:
+            for index, (title, text, images, audio) in enumerate(conversation, start=1):
+                result = client.chat(text, images=images, audio=audio, generators=fast)
+                show(f"{title}: {text!r}", result, OUTPUTS / f"{index}")
+    print(f"\noutputs are in {OUTPUTS.relative_to(ROOT)}/; the stack stopped cleanly (SIGTERM → drain → unload)")
     return 0
 
 

@@ -21,7 +21,7 @@ from modaverse_protos.encoder.v1 import encoder_pb2
 from modaverse_protos.gateway.v1 import gateway_pb2
 from modaverse_runtime.errors import DeadlineExceeded, ModaverseError, ResourceExhausted
 
-from . import convert
+from . import convert, metrics
 from .backends import Backends, downstream_error
 from .metaresponse import Invocation, parse_meta_response
 from .routes import Route, RoutingTable
@@ -58,8 +58,12 @@ class ChatOrchestrator:
                 f"the gateway is at its limit of {self.settings.max_concurrent_chats} concurrent chats; retry shortly"
             )
         async with self._slots:
-            async for event in self._chat(request, Deadline(time_remaining or self.settings.default_deadline_s)):
-                yield event
+            metrics.CHATS_IN_FLIGHT.inc()
+            try:
+                async for event in self._chat(request, Deadline(time_remaining or self.settings.default_deadline_s)):
+                    yield event
+            finally:
+                metrics.CHATS_IN_FLIGHT.dec()
 
     async def _chat(self, request: gateway_pb2.ChatRequest, deadline: Deadline) -> AsyncIterator[gateway_pb2.ChatEvent]:
         started = time.perf_counter()
@@ -129,6 +133,9 @@ class ChatOrchestrator:
         deadline: Deadline,
         queue: asyncio.Queue[gateway_pb2.ChatEvent | None],
     ) -> None:
+        route_name = route.name if isinstance(route, Route) else "unrouted"
+        outcome = "ok"
+        metrics.INVOCATIONS_IN_FLIGHT.labels(route_name).inc()
         try:
             if isinstance(route, ModaverseError):
                 raise route
@@ -150,16 +157,22 @@ class ChatOrchestrator:
                 if event is not None:
                     queue.put_nowait(event)
         except aio.AioRpcError as error:
-            failure = downstream_error(f"generator {getattr(route, 'name', '?')}", error)
+            failure = downstream_error(f"generator {route_name}", error)
+            outcome = failure.code.name
             queue.put_nowait(self._error(index, failure))
         except ModaverseError as exc:
+            outcome = exc.code.name
             queue.put_nowait(self._error(index, exc))
         except asyncio.CancelledError:
+            outcome = "CANCELLED"
             raise
         except Exception as exc:
             log.exception("invocation %d failed", index)
+            outcome = "INTERNAL"
             queue.put_nowait(self._error(index, ModaverseError(f"internal error ({type(exc).__name__})")))
         finally:
+            metrics.INVOCATIONS_IN_FLIGHT.labels(route_name).dec()
+            metrics.INVOCATIONS.labels(route_name, outcome).inc()
             queue.put_nowait(None)
 
     @staticmethod

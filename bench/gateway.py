@@ -1,0 +1,168 @@
+"""Gateway benchmarks, each side by side with its baseline in one run.
+
+(a) overhead: the same request (one image + text, meta-response only, 8 tokens) through the
+    gateway vs the same calls made directly (Encode, then LLM Generate), median and p99;
+(b) fan-out: one answer with image + video + audio, generated concurrently by the gateway vs
+    the three generator calls one after another (what the release does), next to the slowest
+    single generation.
+
+Every service is real and in-process on loopback (tiny profile). For (b) the LLM is the scripted
+test server from tests/integration so the meta-response always holds the three invocations.
+Usage: python bench/gateway.py [--iterations 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import machine, print_table  # noqa: E402
+from modaverse import AsyncClient, GenerationOptions  # noqa: E402
+from modaverse_encoder.tiny import ensure_tiny_encoder  # noqa: E402
+from modaverse_gateway.service import make_spec as gateway_spec  # noqa: E402
+from modaverse_gateway.settings import GatewaySettings  # noqa: E402
+from modaverse_protos.common.v1 import common_pb2  # noqa: E402
+from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc  # noqa: E402
+from modaverse_protos.generator.v1 import generator_pb2  # noqa: E402
+from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc  # noqa: E402
+from modaverse_runtime import samples  # noqa: E402
+from modaverse_runtime.server import ModaverseServer  # noqa: E402
+from tests.integration.conftest import start_encoder, stop_encoder  # noqa: E402
+from tests.integration.generator_fixtures import start_generator, stop_generator  # noqa: E402
+from tests.integration.llm_fixtures import start_llm, stop_llm  # noqa: E402
+from tests.integration.scripted_llm import start_scripted_llm  # noqa: E402
+
+PROMPT = "What is in this picture?"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def start_gateway(encoder: str, llm: str, generators: dict[str, str]) -> ModaverseServer:
+    routes = {"generators": {f"{m}": {"modality": m, "endpoints": [t], "default": True} for m, t in generators.items()}}
+    settings = GatewaySettings(
+        host="127.0.0.1", port=0, encoder_targets=encoder, llm_targets=llm, routes=json.dumps(routes)
+    )
+    server = ModaverseServer(gateway_spec(settings), settings)
+    await server.start()
+    await server.wait_ready(30)
+    return server
+
+
+async def overhead(model_dir: Path, iterations: int) -> list[list[object]]:
+    encoder = await start_encoder(model_dir)
+    llm = await start_llm(model_dir)
+    gateway = await start_gateway(encoder.target, llm.target, {})
+    image = samples.make_image("circle", "red")
+    client = AsyncClient(f"127.0.0.1:{gateway.port}")
+    llm_stub = llm_pb2_grpc.LLMServiceStub(grpc.aio.insecure_channel(llm.target))
+    enc_stub = encoder_pb2_grpc.EncoderServiceStub(grpc.aio.insecure_channel(encoder.target))
+    sampling = llm_pb2.SamplingParams(max_tokens=8)
+
+    async def direct() -> None:
+        media = common_pb2.Media(modality=common_pb2.MODALITY_IMAGE, data=image)
+        encoded = await enc_stub.Encode(encoder_pb2.EncodeRequest(media=[media], omit_imagebind=True))
+        message = llm_pb2.Message(role=llm_pb2.ROLE_USER)
+        message.segments.add(
+            embeddings=llm_pb2.EmbeddingBlock(modality=media.modality, rows=encoded.embeddings[0].projected)
+        )
+        message.segments.add(text=PROMPT)
+        async for _ in llm_stub.Generate(llm_pb2.GenerateRequest(messages=[message], sampling=sampling)):
+            pass
+
+    async def through_gateway() -> None:
+        await client.chat(PROMPT, images=[image], meta_response_only=True, max_tokens=8)
+
+    timings: dict[str, list[float]] = {"direct": [], "gateway": []}
+    for i in range(iterations + 5):  # alternate to share any drift; the first 5 warm up
+        for name, fn in (("direct", direct), ("gateway", through_gateway)):
+            start = time.perf_counter()
+            await fn()
+            if i >= 5:
+                timings[name].append(time.perf_counter() - start)
+    await client.close()
+    await gateway.stop(1)
+    await stop_llm(llm)
+    await stop_encoder(encoder)
+    d, g = timings["direct"], timings["gateway"]
+    added = [b - a for a, b in zip(d, g, strict=True)]
+    return [
+        ["direct (Encode + Generate)", statistics.median(d) * 1000, pct(d, 0.99), "-"],
+        ["through the gateway", statistics.median(g) * 1000, pct(g, 0.99), f"{statistics.median(added) * 1000:+.2f}"],
+    ]
+
+
+async def fan_out(model_dir: Path, rounds: int) -> list[list[object]]:
+    gens = {
+        "image": await start_generator(model_dir, "text-to-image"),
+        "video": await start_generator(model_dir, "text-to-video"),
+        "audio": await start_generator(model_dir, "text-to-audio"),
+    }
+    encoder = await start_encoder(model_dir)
+    llm_server, _ = await start_scripted_llm()
+    gateway = await start_gateway(
+        encoder.target, f"127.0.0.1:{llm_server.port}", {m: g.target for m, g in gens.items()}
+    )
+    client = AsyncClient(f"127.0.0.1:{gateway.port}")
+    prompts = {"image": "a red circle", "video": "a red circle moving", "audio": "a low hum"}
+    text = "\n".join(f"Modality: [{m.upper()}] Prompt: {p}" for m, p in prompts.items())
+    options = {m: GenerationOptions(seed=1) for m in prompts}
+
+    async def single(modality: str) -> float:
+        start = time.perf_counter()
+        async for _ in gens[modality].stub.Generate(generator_pb2.GenerateRequest(prompt=prompts[modality], seed=1)):
+            pass
+        return time.perf_counter() - start
+
+    rows: dict[str, list[float]] = {"slowest single": [], "one after another": [], "gateway, concurrent": []}
+    for _ in range(rounds + 1):  # the first round warms up
+        singles = [await single(m) for m in prompts]
+        start = time.perf_counter()
+        result = await client.chat(text, generators=options)
+        concurrent = time.perf_counter() - start
+        assert len(result.media) == 3, result.errors
+        rows["slowest single"].append(max(singles))
+        rows["one after another"].append(sum(singles))
+        rows["gateway, concurrent"].append(concurrent)
+    await client.close()
+    await gateway.stop(1)
+    await llm_server.stop(1)
+    await stop_encoder(encoder)
+    for gen in gens.values():
+        await stop_generator(gen)
+    slowest = statistics.median(rows["slowest single"][1:])
+    return [
+        [name, statistics.median(v[1:]) * 1000, f"{statistics.median(v[1:]) / slowest:.2f}x"]
+        for name, v in rows.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    model_dir = Path(tempfile.mkdtemp(prefix="modaverse-bench-"))
+    ensure_tiny_encoder(model_dir)
+    print(f"\ngateway benchmarks, tiny profile; {machine()}\n")
+    print(f"(a) overhead, {args.iterations} alternating requests each (1 image + text, meta-response only, 8 tokens)\n")
+    print_table(["path", "median ms", "p99 ms", "added median ms"], asyncio.run(overhead(model_dir, args.iterations)))
+    print(f"\n(b) fan-out: image + video + audio in one answer, median of {args.rounds} rounds\n")
+    print_table(["generation", "median ms", "vs slowest single"], asyncio.run(fan_out(model_dir, args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
