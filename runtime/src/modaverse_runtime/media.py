@@ -512,28 +512,62 @@ def _temp_path(data: bytes, suffix: str) -> Iterator[str]:
             os.unlink(path)
 
 
+def _run_ffmpeg(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    # Plain Popen (no preexec_fn) spawns without running Python's or gRPC's fork handlers in
+    # the child; imageio-ffmpeg's reader forks with a preexec_fn, and gRPC's handlers can break
+    # that child inside a gRPC server.
+    return subprocess.Popen([ffmpeg().get_ffmpeg_exe(), "-hide_banner", "-nostdin", *args], **popen)
+
+
 def _video_meta(path: str) -> dict[str, Any]:
-    frames = ffmpeg().read_frames(path, output_params=["-an", "-sn"])
+    """fps, (width, height) after rotation, and the container's duration, from ffmpeg's header."""
+    proc = _run_ffmpeg(["-i", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        meta: dict[str, Any] = next(frames)
-    except Exception as exc:
-        raise InvalidArgument(f"video could not be opened: {_ffmpeg_reason(exc)}") from exc
-    finally:
-        frames.close()
-    return meta
+        _, err = proc.communicate(timeout=_FFMPEG_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        raise InvalidArgument("video could not be opened in time") from exc
+    header = err.decode(errors="replace")
+    video = next((ln for ln in header.splitlines() if "Stream #" in ln and "Video:" in ln), None)
+    if video is None:
+        raise InvalidArgument(f"video could not be opened: {_ffmpeg_reason(RuntimeError(header))}")
+    size = re.search(r"[ ,](\d{1,5})x(\d{1,5})[ ,\[]", video)
+    fps = re.search(r"([\d.]+) (?:fps|tbr)", video)
+    duration = re.search(r"Duration: (\d+):(\d+):([\d.]+)", header)
+    if size is None:
+        raise InvalidArgument("video frame size could not be determined")
+    width, height = int(size.group(1)), int(size.group(2))
+    if re.search(r"rotation of -?(90|270)\.", header):  # decoding applies the rotation
+        width, height = height, width
+    seconds = 0.0
+    if duration is not None:
+        h, m, sec = duration.groups()
+        seconds = int(h) * 3600 + int(m) * 60 + float(sec)
+    return {"fps": float(fps.group(1)) if fps else 0.0, "size": (width, height), "duration": seconds}
 
 
 def _iter_frames(path: str, width: int, height: int) -> Generator[npt.NDArray[np.uint8], None, None]:
     """RGB frames in decode order; ffmpeg is stopped when the iterator is closed."""
-    frames = ffmpeg().read_frames(path, output_params=["-an", "-sn"])
+    args = ["-loglevel", "error", "-i", path, "-an", "-sn", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = _run_ffmpeg(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    frame_bytes = width * height * 3
+    assert proc.stdout is not None
     try:
-        next(frames)  # metadata
-        for raw in frames:
+        while True:
+            raw = proc.stdout.read(frame_bytes)
+            if len(raw) < frame_bytes:
+                break
             yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
-    except Exception as exc:
-        raise InvalidArgument(f"video could not be decoded: {_ffmpeg_reason(exc)}") from exc
+        if proc.wait(_FFMPEG_TIMEOUT_S) != 0:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise InvalidArgument(f"video could not be decoded: {_ffmpeg_reason(RuntimeError(err))}")
     finally:
-        frames.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _count_frames(path: str) -> int:

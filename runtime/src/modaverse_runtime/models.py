@@ -33,6 +33,9 @@ class ModelBase(abc.ABC):
         self._ready = False
         self._unload()
 
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop background work (batchers, queues) before ``unload``; called on the event loop."""
+
     def require_ready(self) -> None:
         if not self._ready:
             raise Unavailable(f"{self.role} is not ready (models loading or shutting down); retry shortly")

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from . import metrics
 from .interceptors import ServerInterceptor
+from .models import ModelBase
 from .security import RateLimiter, RequestGuard, load_tokens
 from .settings import ServerSettings
 from .tls import server_credentials
@@ -46,6 +47,21 @@ class ServiceSpec:
     register: Callable[[aio.Server], None]  # adds the servicers
     load: Callable[[], Awaitable[None]]  # loads models (must not block the loop)
     unload: Callable[[], Awaitable[None]]
+
+
+def model_service(
+    name: str, service_names: Sequence[str], model: ModelBase, register: Callable[[aio.Server], None]
+) -> ServiceSpec:
+    """The usual spec: one model, loaded off the event loop; on shutdown closed, then unloaded."""
+
+    async def load() -> None:
+        await asyncio.to_thread(model.load)
+
+    async def unload() -> None:
+        await model.close()
+        await asyncio.to_thread(model.unload)
+
+    return ServiceSpec(name, service_names, register, load, unload)
 
 
 class ModaverseServer:

@@ -57,9 +57,6 @@ class Encoder(ModelBase):
     @abc.abstractmethod
     def info(self) -> EncoderInfo: ...
 
-    async def close(self) -> None:
-        """Stop background work (batchers) before unload."""
-
 
 ENCODERS: Registry[Encoder] = Registry("encoder", Encoder)
 ENCODERS.register("imagebind", "modaverse_encoder.imagebind_encoder:ImageBindEncoder")

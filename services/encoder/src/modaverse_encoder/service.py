@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from grpc import aio
 
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
-from modaverse_runtime.server import ServiceSpec
+from modaverse_runtime.server import ServiceSpec, model_service
 
 from .base import ENCODERS, Encoder
 from .servicer import EncoderServicer
@@ -24,14 +22,7 @@ def make_spec(settings: EncoderSettings, encoder: Encoder | None = None) -> Serv
     model = encoder or make_encoder(settings)
     servicer = EncoderServicer(model, settings)
 
-    async def load() -> None:
-        await asyncio.to_thread(model.load)
-
-    async def unload() -> None:
-        await model.close()
-        await asyncio.to_thread(model.unload)
-
     def register(server: aio.Server) -> None:
         encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
 
-    return ServiceSpec("encoder", [SERVICE_NAME], register, load, unload)
+    return model_service("encoder", [SERVICE_NAME], model, register)

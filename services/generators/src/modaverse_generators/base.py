@@ -133,9 +133,6 @@ class Generator(ModelBase):
     @abc.abstractmethod
     def info(self) -> GeneratorInfo: ...
 
-    async def close(self) -> None:
-        """Stop background work (the scheduler) before unload."""
-
 
 GENERATORS: Registry[Generator] = Registry("generator", Generator)
 GENERATORS.register("text-to-image", "modaverse_generators.image:TextToImage")

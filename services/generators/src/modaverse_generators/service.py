@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from grpc import aio
 
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
-from modaverse_runtime.server import ServiceSpec
+from modaverse_runtime.server import ServiceSpec, model_service
 
 from .base import GENERATORS, Generator
 from .servicer import GeneratorServicer
@@ -24,14 +22,7 @@ def make_spec(settings: GeneratorSettings, generator: Generator | None = None) -
     model = generator or make_generator(settings)
     servicer = GeneratorServicer(model)
 
-    async def load() -> None:
-        await asyncio.to_thread(model.load)
-
-    async def unload() -> None:
-        await model.close()
-        await asyncio.to_thread(model.unload)
-
     def register(server: aio.Server) -> None:
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)
 
-    return ServiceSpec(f"generator-{settings.generator_kind}", [SERVICE_NAME], register, load, unload)
+    return model_service(f"generator-{settings.generator_kind}", [SERVICE_NAME], model, register)

@@ -57,9 +57,6 @@ class LLMBackend(ModelBase):
     @abc.abstractmethod
     async def unload_adapter(self, name: str) -> None: ...
 
-    async def close(self) -> None:
-        """Stop background work (schedulers) before unload."""
-
 
 LLM_BACKENDS: Registry[LLMBackend] = Registry("llm backend", LLMBackend)
 LLM_BACKENDS.register("transformers", "modaverse_llm.transformers_backend:TransformersBackend")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from grpc import aio
 
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
-from modaverse_runtime.server import ServiceSpec
+from modaverse_runtime.server import ServiceSpec, model_service
 
 from .base import LLM_BACKENDS, LLMBackend
 from .servicer import LLMServicer
@@ -24,14 +22,7 @@ def make_spec(settings: LLMSettings, backend: LLMBackend | None = None) -> Servi
     model = backend or make_backend(settings)
     servicer = LLMServicer(model, settings)
 
-    async def load() -> None:
-        await asyncio.to_thread(model.load)
-
-    async def unload() -> None:
-        await model.close()
-        await asyncio.to_thread(model.unload)
-
     def register(server: aio.Server) -> None:
         llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
 
-    return ServiceSpec("llm", [SERVICE_NAME], register, load, unload)
+    return model_service("llm", [SERVICE_NAME], model, register)
