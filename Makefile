@@ -79,6 +79,8 @@ bench: protos
 -include services/*/service.mk
 # The chart's tools (helm binary, schema validators) and its tests (helm/helm.mk).
 -include helm/helm.mk
+# Training targets (training/training.mk: train-tiny).
+-include training/training.mk
 
 clean:
 	rm -rf $(VENV) .tools $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache
