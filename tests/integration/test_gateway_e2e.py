@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 
 from modaverse import AsyncClient, GenerationOptions, Turn
 from modaverse.chat import ResultBuilder
-from modaverse.errors import DeadlineExceeded, InvalidArgument
+from modaverse.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from modaverse.types import InvocationStarted, MediaChunk, MetaResponse, Progress, TextDelta
 from modaverse_gateway.service import make_spec as gateway_spec
 from modaverse_gateway.settings import GatewaySettings
@@ -300,3 +300,34 @@ async def test_generator_killed_mid_request_fails_only_its_invocation(stack: Sta
         await client.close()
         await gateway.stop(1)
         await doomed.channel.close()
+
+
+async def test_unavailable_replica_fails_over_and_a_dead_service_is_unavailable(stack: Stack, model_dir: Path) -> None:
+    # A port nobody listens on, listed first: calls must fail over to the live replicas.
+    dead = "127.0.0.1:1"
+    parts = {
+        "encoder": f"{dead},{stack.encoder.target}",
+        "llm": f"{dead},127.0.0.1:{stack.llm_server.port}",
+        **{m: g.target for m, g in stack.generators.items()},
+    }
+    gateway = await start_gateway(parts, retry_attempts=3)
+    client = AsyncClient(f"127.0.0.1:{gateway.port}", timeout=60)
+    try:
+        for _ in range(3):  # round-robin starts on the dead replica at least once
+            result = await client.chat("what is it?", images=[samples.make_image()])
+            assert "blocks=2:(1, 256)" in result.text
+    finally:
+        await client.close()
+        await gateway.stop(1)
+    # Every encoder replica down: the client gets UNAVAILABLE naming the encoder, not a hang.
+    only_dead = {**parts, "encoder": dead}
+    gateway = await start_gateway(only_dead, retry_attempts=2)
+    client = AsyncClient(f"127.0.0.1:{gateway.port}", timeout=60)
+    try:
+        with pytest.raises(Unavailable, match="encoder"):
+            await client.chat("what is it?", images=[samples.make_image()])
+        # text-only chats do not need the encoder and still work
+        assert (await client.chat("Modality: [TEXT] Prompt: still here")).text == "still here"
+    finally:
+        await client.close()
+        await gateway.stop(1)
