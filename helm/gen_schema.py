@@ -220,6 +220,8 @@ GATEWAY_PROPS["service"] = obj(
     },
     ["type", "port"],
 )
+# How long the gateway holds an invocation for a generator scaled to zero (rendered only when one may be).
+GATEWAY_PROPS["generatorWakeSeconds"] = integer(0, 3600)
 
 GENERATOR_DEFAULT_PROPS = workload(0)
 del GENERATOR_DEFAULT_PROPS["enabled"]

@@ -348,6 +348,15 @@ def test_keda_scaled_objects_use_our_metrics_and_may_scale_generators_to_zero() 
     assert trigger["type"] == "prometheus"
     assert "modaverse_queue_depth" in trigger["metadata"]["query"]
     assert f'service="{FULLNAME}-gen-t2v"' in trigger["metadata"]["query"]
+    # a generator at zero has no queue to measure: it wakes on the invocations the gateway holds for it
+    assert 'modaverse_gateway_invocations_in_flight{namespace="ml",route="t2v"}' in trigger["metadata"]["query"]
+    gateway_env = env_of(main_container(rendered.get("Deployment", f"{FULLNAME}-gateway")))
+    assert gateway_env["MODAVERSE_GENERATOR_WAKE_S"] == "300"
+    without_zero = render(EXAMPLES["full-gpu"])
+    assert (
+        env_of(main_container(without_zero.get("Deployment", f"{FULLNAME}-gateway")))["MODAVERSE_GENERATOR_WAKE_S"]
+        == "0"
+    )
     llm = rendered.get("ScaledObject", f"{FULLNAME}-llm")
     assert "modaverse_requests_in_flight" in llm["spec"]["triggers"][0]["metadata"]["query"]
     hpa = rendered.get("HorizontalPodAutoscaler", f"{FULLNAME}-gateway")

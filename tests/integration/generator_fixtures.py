@@ -97,7 +97,9 @@ def video_frames(video: DecodedVideo) -> npt.NDArray[np.uint8]:
 
 
 async def start_generator(model_dir: Path, kind: str, **overrides: Any) -> RunningGenerator:
-    settings = GeneratorSettings(host="127.0.0.1", port=0, model_dir=model_dir, generator_kind=kind, **overrides)
+    settings = GeneratorSettings(
+        **{"host": "127.0.0.1", "port": 0, "model_dir": model_dir, "generator_kind": kind, **overrides}
+    )
     generator = make_generator(settings)
     assert isinstance(generator, DiffusersGenerator)
     server = ModaverseServer(make_spec(settings, generator), settings)

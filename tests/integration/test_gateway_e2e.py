@@ -331,3 +331,35 @@ async def test_unavailable_replica_fails_over_and_a_dead_service_is_unavailable(
     finally:
         await client.close()
         await gateway.stop(1)
+
+
+async def test_a_generator_scaled_to_zero_is_waited_for(stack: Stack, model_dir: Path) -> None:
+    # The route's replica is not running when the chat starts (a generator scaled to zero); with
+    # generator_wake_s the gateway keeps trying while the replica starts, instead of failing at once.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    parts = {
+        "encoder": stack.encoder.target,
+        "llm": f"127.0.0.1:{stack.llm_server.port}",
+        **{m: g.target for m, g in stack.generators.items()},
+        "audio": f"127.0.0.1:{port}",
+    }
+    gateway = await start_gateway(parts, generator_wake_s=60)
+    client = AsyncClient(f"127.0.0.1:{gateway.port}", timeout=120)
+    woken: RunningGenerator | None = None
+    try:
+        chat = asyncio.ensure_future(client.chat("Modality: [AUDIO] Prompt: a bell", generators=FAST))
+        await asyncio.sleep(1.5)
+        assert not chat.done()  # waiting for the generator, not failed
+        woken = await start_generator(model_dir, "text-to-audio", port=port)
+        result = await asyncio.wait_for(chat, 60)
+        assert [m.invocation.modality for m in result.media] == ["audio"]
+        assert result.errors == []
+    finally:
+        await client.close()
+        await gateway.stop(1)
+        if woken is not None:
+            await stop_generator(woken)

@@ -395,7 +395,12 @@ spec:
 {{- else }}
 {{- $k := default dict $autoscaling.keda }}
 {{- $metricName := eq $k.metric "in_flight" | ternary "modaverse_requests_in_flight" "modaverse_queue_depth" }}
-{{- $query := default (printf "sum(%s{namespace=\"%s\",service=\"%s\"}) or vector(0)" $metricName $root.Release.Namespace $svcName) $k.query }}
+{{- $ns := $root.Release.Namespace }}
+{{- $own := printf "(sum(%s{namespace=\"%s\",service=\"%s\"}) or vector(0))" $metricName $ns $svcName }}
+{{- /* A generator also counts the invocations the gateway is holding for its route: that is what
+       wakes a generator scaled to zero (the gateway waits up to MODAVERSE_GENERATOR_WAKE_S). */}}
+{{- $waiting := printf " + (sum(modaverse_gateway_invocations_in_flight{namespace=\"%s\",route=\"%s\"}) or vector(0))" $ns .generator }}
+{{- $query := default (printf "%s%s" $own (ternary $waiting "" (ne .generator ""))) $k.query }}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:

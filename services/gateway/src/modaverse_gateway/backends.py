@@ -54,7 +54,7 @@ class Backends:
     def __init__(self, settings: GatewaySettings, routes: RoutingTable) -> None:
         credentials = channel_credentials(settings)
 
-        def replicas(name: str, targets: list[str]) -> ReplicaSet:
+        def replicas(name: str, targets: list[str], wake_s: float = 0.0) -> ReplicaSet:
             return ReplicaSet(
                 name,
                 targets,
@@ -63,11 +63,17 @@ class Backends:
                 cooldown_s=settings.unhealthy_cooldown_s,
                 max_message_bytes=settings.max_message_bytes,
                 credentials=credentials,
+                wake_s=wake_s,
             )
 
         self.encoder = replicas("encoder", settings.split(settings.encoder_targets))
         self.llm = replicas("llm", settings.split(settings.llm_targets))
-        self.generators = {name: replicas(f"generator {name}", list(r.endpoints)) for name, r in routes.routes.items()}
+        # A generator may be scaled to zero: the call waits (counted in the gateway's in-flight gauge,
+        # which its autoscaler watches) until a replica is up or generator_wake_s has passed.
+        self.generators = {
+            name: replicas(f"generator {name}", list(r.endpoints), settings.generator_wake_s)
+            for name, r in routes.routes.items()
+        }
 
     async def encode(self, request: encoder_pb2.EncodeRequest, timeout: float | None) -> encoder_pb2.EncodeResponse:
         async def call(replica: Replica) -> encoder_pb2.EncodeResponse:

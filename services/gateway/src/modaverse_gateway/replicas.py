@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -57,8 +57,10 @@ class ReplicaSet:
         cooldown_s: float = 5.0,
         max_message_bytes: int | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        wake_s: float = 0.0,
     ) -> None:
         self.name = name
+        self.wake_s = wake_s
         self.replicas = [Replica(t, max_message_bytes, credentials) for t in targets]
         self.attempts = attempts
         self.backoff_s = backoff_s
@@ -74,15 +76,24 @@ class ReplicaSet:
         fresh = [r for r in rotated if now - r.failed_at >= self.cooldown_s]
         return fresh + [r for r in rotated if r not in fresh]
 
-    def _plan(self) -> list[Replica]:
+    def _plan(self) -> Iterator[Replica]:
+        """Replicas to try, in order: ``attempts`` of them, and then, when ``wake_s`` is set (a route
+        that may be scaled to zero), keep trying until ``wake_s`` has passed since the first try."""
         order = self.order()
-        return [order[i % len(order)] for i in range(self.attempts)]
+        give_up = time.monotonic() + self.wake_s
+        attempt = 0
+        while attempt < self.attempts or time.monotonic() < give_up:
+            yield order[attempt % len(order)]
+            attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_s * 2.0 ** (attempt - 1), 2.0)
 
     async def call(self, fn: Callable[[Replica], Awaitable[T]]) -> T:
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self._plan()):
             if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(self._backoff(attempt))
             try:
                 return await fn(replica)
             except aio.AioRpcError as error:
@@ -100,7 +111,7 @@ class ReplicaSet:
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self._plan()):
             if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(self._backoff(attempt))
             started = False
             try:
                 async for item in open_stream(replica):

@@ -19,6 +19,9 @@ class GatewaySettings(ServerSettings):
     default_deadline_s: float = Field(600.0, gt=0, description="deadline for a chat whose caller set none")
     retry_attempts: int = Field(3, ge=1, le=10, description="tries on UNAVAILABLE, each on another replica")
     retry_backoff_ms: float = Field(100.0, ge=0, description="first backoff; doubles per try")
+    generator_wake_s: float = Field(
+        0.0, ge=0, description="keep retrying an unavailable generator this long (routes scaled to zero)"
+    )
     unhealthy_cooldown_s: float = Field(5.0, ge=0, description="skip a replica this long after it failed")
 
     max_turns: int = Field(64, ge=1)
