@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +18,6 @@ from modaverse_generators.diffusers_generator import DiffusersGenerator
 from modaverse_generators.service import make_generator, make_spec
 from modaverse_generators.settings import GeneratorSettings
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
-from modaverse_runtime.errors import InvalidArgument
 from modaverse_runtime.media import DecodedAudio, DecodedImage, DecodedVideo, MediaKind, MediaLimits, decode_media
 from modaverse_runtime.server import ModaverseServer
 
@@ -73,27 +72,15 @@ async def collect(gen: RunningGenerator, timeout: float | None = 60, **fields: A
     return out
 
 
-def _retry_fork_noise(fn: Callable[[], T]) -> T:
-    """In a process that runs gRPC, its fork handler sometimes breaks the ffmpeg child that media
-    decoding spawns (an epoll error lands in the child's stderr); a second try succeeds."""
-    for attempt in range(3):
-        try:
-            return fn()
-        except InvalidArgument as exc:
-            if "epoll" not in exc.message or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 def decode_output(kind: MediaKind, result: Collected) -> DecodedImage | DecodedAudio | DecodedVideo:
     assert result.done is not None
     done = result.done
-    return _retry_fork_noise(lambda: decode_media(kind, result.data, done.mime_type, MediaLimits()))
+    return decode_media(kind, result.data, done.mime_type, MediaLimits())
 
 
 def video_frames(video: DecodedVideo) -> npt.NDArray[np.uint8]:
     times = [i / video.fps for i in range(video.num_frames)]
-    return _retry_fork_noise(lambda: video.frames_at(times))
+    return video.frames_at(times)
 
 
 async def start_generator(model_dir: Path, kind: str, **overrides: Any) -> RunningGenerator:
