@@ -46,7 +46,8 @@ models: protos
 	$(BIN)/modaverse-llm build-tiny
 	$(BIN)/modaverse-generator build-tiny
 
-demo: protos
+# First run: trains the tiny model on the shapes world (~12 min on 2 cores, cached afterwards).
+demo: protos tiny-model
 	$(PY) scripts/demo.py
 
 lint: protos

@@ -1,0 +1,134 @@
+"""The tiny recipe: shapes world → instruction data → features → training → export into the tiny profile.
+
+Held-out split: the last ``holdout`` fraction of every caption file (media files never seen in
+training), from which the evaluation instructions are drawn with a different seed. The tiny base
+LLM is random, so this recipe trains it too (``train_base``, the one deviation from the release's
+recipe; see docs/training.md). The export goes to ``<model_dir>/tiny``, where the tiny profile's
+services load from, so the local stack then serves the trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from modaverse_encoder.settings import EncoderSettings
+from modaverse_encoder.tiny import ensure_tiny_encoder
+from modaverse_llm.tiny import ensure_tiny_llm
+
+from .builder import CaptionedMedia, build_examples, read_captions
+from .export import EXPORT_INFO
+from .pipeline import RunSpec, run
+from .schema import write_jsonl
+from .shapes import WorldCounts, generate_world
+from .trainer import TrainConfig
+
+log = logging.getLogger(__name__)
+TINY_CONFIG = TrainConfig(
+    steps=2400,
+    batch_size=32,
+    lr=1e-3,
+    base_lr=1e-3,
+    adaptor_lr=1e-2,
+    warmup=100,
+    eval_every=600,
+    checkpoint_every=300,
+    threads=1,
+)
+TINY_MIX = {"input": 0.5, "output": 0.3, "reasoning": 0.2}  # input-side weighted: describing is the hard part
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    images: int = 10000  # DESIGN §9: shape survives a random tiny ImageBind only with >= ~10k images
+    audio: int = 300
+    video: int = 60  # ~0.7 s each to encode (5 clips x 3 crops through the vision trunk)
+    holdout: float = 0.1
+    train_examples: int = 40000
+    eval_examples: int = 300
+    seed: int = 0
+    # Unit variance per dimension. 600-step runs: describe 51.7% (scale 16) / 51.0% (scale 1, adaptor_lr
+    # 1e-2), against 50.3% for 1800 steps with neither (docs/training.md).
+    whiten_scale: float = 16.0
+    config: TrainConfig = field(default_factory=lambda: TINY_CONFIG)
+
+
+def split(items: list[CaptionedMedia], holdout: float) -> tuple[list[CaptionedMedia], list[CaptionedMedia]]:
+    cut = len(items) - max(1, round(len(items) * holdout))
+    return items[:cut], items[cut:]
+
+
+def build_data(world: Path, recipe: TinyRecipe) -> tuple[Path, Path]:
+    """Render the world (once) and write train.jsonl / eval.jsonl beside it."""
+    counts = WorldCounts(recipe.images, recipe.audio, recipe.video)
+    stamp = world / "world.json"
+    if not stamp.is_file() or json.loads(stamp.read_text()) != {**asdict(counts), "seed": recipe.seed}:
+        generate_world(world, counts, recipe.seed)
+        stamp.write_text(json.dumps({**asdict(counts), "seed": recipe.seed}) + "\n")
+    train_items: list[CaptionedMedia] = []
+    eval_items: list[CaptionedMedia] = []
+    for kind in ("image", "audio", "video"):
+        train, held = split(read_captions(world / f"{kind if kind != 'image' else 'images'}.tsv", kind), recipe.holdout)
+        train_items += train
+        eval_items += held
+    train_ex = build_examples(train_items, recipe.train_examples, mix=TINY_MIX, seed=recipe.seed + 1, id_prefix="train")
+    eval_ex = build_examples(eval_items, recipe.eval_examples, mix=TINY_MIX, seed=recipe.seed + 2, id_prefix="eval")
+    write_jsonl(world / "train.jsonl", train_ex)
+    write_jsonl(world / "eval.jsonl", eval_ex)
+    return world / "train.jsonl", world / "eval.jsonl"
+
+
+def run_tiny(model_dir: Path, work: Path, recipe: TinyRecipe, force: bool = False) -> dict[str, Any]:
+    """Returns the export's summary; skips everything when the tiny profile already holds an export."""
+    out = model_dir / "tiny"
+    if (out / EXPORT_INFO).is_file() and not force:
+        log.info("trained tiny model already exported in %s (use --force to retrain)", out)
+        summary: dict[str, Any] = json.loads((out / EXPORT_INFO).read_text())
+        return summary
+    started = time.perf_counter()
+    if force:  # retrain from scratch: the old run's checkpoints belong to another configuration
+        shutil.rmtree(work / "run", ignore_errors=True)
+    ensure_tiny_encoder(model_dir)
+    llm = ensure_tiny_llm(model_dir)
+    # Train from a snapshot of the random base: the export replaces <model_dir>/tiny/llm.
+    from .schema import read_jsonl
+
+    t0 = time.perf_counter()
+    train_path, eval_path = build_data(work / "world", recipe)
+    data_seconds = time.perf_counter() - t0
+    spec = RunSpec(
+        train=read_jsonl(train_path),
+        train_root=train_path.parent,
+        eval=read_jsonl(eval_path),
+        eval_root=eval_path.parent,
+        base=str(_snapshot_base(llm / "base", work / "base")),
+        encoder=EncoderSettings(model_dir=model_dir, profile="tiny"),
+        run_dir=work / "run",
+        cache_dir=work / "features",
+        config=recipe.config,
+        train_base=True,
+        whiten_scale=recipe.whiten_scale,
+        export_dir=out,
+        resume=True,
+    )
+    result = run(spec)
+    summary = json.loads((out / EXPORT_INFO).read_text())
+    summary.update(data_seconds=data_seconds, total_seconds=time.perf_counter() - started, recipe=asdict(recipe))
+    (out / EXPORT_INFO).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("tiny recipe done: %s", result.final)
+    return summary
+
+
+def _snapshot_base(source: Path, target: Path) -> Path:
+    if not (target / "model.safetensors").is_file():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
+
+
+def quick(recipe: TinyRecipe, **changes: Any) -> TinyRecipe:
+    return replace(recipe, **changes)
