@@ -7,12 +7,11 @@ loaded through exactly the code that loads ``imagebind_huge.pth``.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from modaverse_runtime.artifacts import ensure_built
 
 from .adaptor import Adaptor, AdaptorConfig
 from .architectures import ARCHITECTURES
@@ -49,20 +48,6 @@ def build_tiny_encoder(directory: Path, seed: int = 0, hidden_size: int = TINY_L
 
 def ensure_tiny_encoder(model_dir: Path) -> Path:
     """Build the tiny artifacts if absent. Safe when several processes race to build."""
-    target = tiny_encoder_dir(model_dir)
-    if (target / "adaptor" / "adaptor.safetensors").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".encoder-", dir=target.parent))
-    try:
-        log.info("building tiny encoder artifacts in %s", target)
-        build_tiny_encoder(staging)
-        try:
-            os.rename(staging, target)  # atomic; loses harmlessly to a concurrent builder
-        except OSError:
-            if not (target / "adaptor" / "adaptor.safetensors").is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return ensure_built(
+        tiny_encoder_dir(model_dir), "adaptor/adaptor.safetensors", build_tiny_encoder, "tiny encoder artifacts"
+    )

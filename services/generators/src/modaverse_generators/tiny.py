@@ -12,15 +12,14 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from modaverse_runtime.artifacts import ensure_built
 
 from .imports import diffusers, transformers
 
@@ -236,21 +235,9 @@ def ensure_tiny_generator(model_dir: Path, kind: str, seed: int = 0) -> Path:
     """Build ``kind``'s tiny pipeline if absent; atomic, so racing processes are safe."""
     if kind not in BUILDERS:
         raise ValueError(f"no tiny pipeline for generator kind {kind!r}; known: {', '.join(sorted(BUILDERS))}")
-    target = tiny_generator_dir(model_dir, kind)
-    if (target / MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
-    try:
-        log.info("building tiny %s pipeline in %s", kind, target)
+
+    def build(staging: Path) -> None:
         torch.manual_seed(seed)
         BUILDERS[kind]().save_pretrained(staging, safe_serialization=True)
-        try:
-            os.rename(staging, target)  # atomic; loses harmlessly to a concurrent builder
-        except OSError:
-            if not (target / MARKER).is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return ensure_built(tiny_generator_dir(model_dir, kind), MARKER, build, f"tiny {kind} pipeline")

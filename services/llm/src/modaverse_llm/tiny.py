@@ -7,12 +7,11 @@ through exactly the code that loads Vicuna + the release's adapter (full profile
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from modaverse_runtime.artifacts import ensure_built
 
 from .compat import prime_transformers
 from .template import ADDED_TOKENS
@@ -142,20 +141,4 @@ def tiny_llm_dir(model_dir: Path) -> Path:
 
 def ensure_tiny_llm(model_dir: Path) -> Path:
     """Build the tiny artifacts if absent. Safe when several processes race to build."""
-    target = tiny_llm_dir(model_dir)
-    if (target / _READY).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".llm-", dir=target.parent))
-    try:
-        log.info("building tiny LLM artifacts in %s", target)
-        build_tiny_llm(staging)
-        try:
-            os.rename(staging, target)  # atomic; loses harmlessly to a concurrent builder
-        except OSError:
-            if not (target / _READY).is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return ensure_built(tiny_llm_dir(model_dir), _READY, build_tiny_llm, "tiny LLM artifacts")
