@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-items", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the servers (0: torch default)")
     args = parser.parse_args()
 
     results: dict[str, dict[int, tuple[float, float, float]]] = {}
@@ -67,6 +68,8 @@ def main() -> None:
             "MODAVERSE_BATCH_MAX_ITEMS": str(args.max_items),
             "MODAVERSE_MAX_CONCURRENT_RPCS": "1024",
         }
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
         with LocalService(service_executable("modaverse-encoder"), env=env) as server:
             results[mode] = {
                 c: asyncio.run(measure(server.target, args.kind, c, args.seconds)) for c in args.concurrency
