@@ -52,28 +52,33 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 
 class Backends:
     def __init__(self, settings: GatewaySettings, routes: RoutingTable) -> None:
-        credentials = channel_credentials(settings)
+        self.settings = settings
+        self._credentials = channel_credentials(settings)
+        self.encoder = self._replicas("encoder", settings.split(settings.encoder_targets))
+        self.llm = self._replicas("llm", settings.split(settings.llm_targets))
+        self.generators: dict[str, ReplicaSet] = {}
+        self.add_routes(routes)
 
-        def replicas(name: str, targets: list[str], wake_s: float = 0.0) -> ReplicaSet:
-            return ReplicaSet(
-                name,
-                targets,
-                attempts=settings.retry_attempts,
-                backoff_s=settings.retry_backoff_ms / 1000,
-                cooldown_s=settings.unhealthy_cooldown_s,
-                max_message_bytes=settings.max_message_bytes,
-                credentials=credentials,
-                wake_s=wake_s,
-            )
+    def _replicas(self, name: str, targets: list[str], wake_s: float = 0.0) -> ReplicaSet:
+        s = self.settings
+        return ReplicaSet(
+            name,
+            targets,
+            attempts=s.retry_attempts,
+            backoff_s=s.retry_backoff_ms / 1000,
+            cooldown_s=s.unhealthy_cooldown_s,
+            max_message_bytes=s.max_message_bytes,
+            credentials=self._credentials,
+            wake_s=wake_s,
+        )
 
-        self.encoder = replicas("encoder", settings.split(settings.encoder_targets))
-        self.llm = replicas("llm", settings.split(settings.llm_targets))
+    def add_routes(self, routes: RoutingTable) -> None:
         # A generator may be scaled to zero: the call waits (counted in the gateway's in-flight gauge,
         # which its autoscaler watches) until a replica is up or generator_wake_s has passed.
-        self.generators = {
-            name: replicas(f"generator {name}", list(r.endpoints), settings.generator_wake_s)
-            for name, r in routes.routes.items()
-        }
+        for name, route in routes.routes.items():
+            self.generators[name] = self._replicas(
+                f"generator {name}", list(route.endpoints), self.settings.generator_wake_s
+            )
 
     async def encode(self, request: encoder_pb2.EncodeRequest, timeout: float | None) -> encoder_pb2.EncodeResponse:
         async def call(replica: Replica) -> encoder_pb2.EncodeResponse:

@@ -31,7 +31,7 @@ def make_spec(settings: GatewaySettings) -> ServiceSpec:
     async def load() -> None:
         table = await asyncio.to_thread(load_routes, settings.routes_file, settings.routes)
         routes.routes.update(table.routes)
-        backends.generators.update(Backends(settings, table).generators)
+        backends.add_routes(table)
         log.info("routes: %s", ", ".join(f"{r.name}({r.modality})" for r in table.routes.values()) or "none")
         names.update(await _model_names(backends))
 
