@@ -32,6 +32,12 @@ class NotFound(ModaverseError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AlreadyExists(ModaverseError):
+    """Creating something (an adapter, a route) that exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class ResourceExhausted(ModaverseError):
     """Over a limit or a queue is full: the caller may retry later."""
 

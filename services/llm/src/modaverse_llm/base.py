@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 import torch
 
-from modaverse_runtime.errors import InvalidArgument
+from modaverse_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from modaverse_runtime.models import ModelBase
 from modaverse_runtime.registry import Registry
 
@@ -17,6 +17,7 @@ from .settings import LLMSettings
 from .types import AdapterInfo, BackendInfo, Event, GenerationRequest
 
 BASE_ADAPTER = "base"  # the request's adapter name meaning "no adapter"
+RESERVED_ADAPTER_NAMES = frozenset({BASE_ADAPTER, "__base__"})  # "__base__": peft's own "no adapter"
 
 
 class LLMBackend(ModelBase):
@@ -33,6 +34,42 @@ class LLMBackend(ModelBase):
         self.hidden_size = 0
         self.dtype = torch.float32
         self.context_length = 0
+        self._default = ""  # the adapter used when a request names none
+
+    # -- adapter bookkeeping shared by the backends --------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def loaded_adapters(self) -> Collection[str]: ...
+
+    def _runtime_admin(self, action: str) -> None:
+        self.require_ready()
+        if not self.settings.allow_runtime_adapters:
+            raise FailedPrecondition(f"{action} adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
+
+    def check_new_adapter(self, name: str) -> None:
+        """Raise unless ``name`` may be loaded now (admin allowed, valid, not loaded yet)."""
+        self._runtime_admin("loading")
+        if not name or name in RESERVED_ADAPTER_NAMES or len(name) > 128:
+            raise InvalidArgument(f"adapter name {name!r} is reserved or invalid")
+        if name in self.loaded_adapters:
+            raise AlreadyExists(f"adapter {name!r} is already loaded; unload it first")
+
+    def check_unloadable(self, name: str) -> None:
+        """Raise unless ``name`` may be unloaded now (admin allowed, loaded, not the default)."""
+        self._runtime_admin("unloading")
+        if name not in self.loaded_adapters:
+            raise NotFound(f"adapter {name!r} is not loaded; loaded: {sorted(self.loaded_adapters) or 'none'}")
+        if name == self._default:
+            raise FailedPrecondition(f"adapter {name!r} is the default; load another with make_default first")
+
+    def requested_adapter(self, requested: str) -> str | None:
+        """The adapter a request uses: its own, else the default; None means the base model."""
+        name = requested or self._default
+        if not name or name == BASE_ADAPTER:
+            return None
+        if name not in self.loaded_adapters:
+            raise NotFound(f"adapter {requested!r} is not loaded; loaded: {sorted(self.loaded_adapters) or 'none'}")
+        return name
 
     def prepare(self, request: GenerationRequest) -> PreparedPrompt:
         """Validate the sampling values and build the prompt (raises InvalidArgument)."""

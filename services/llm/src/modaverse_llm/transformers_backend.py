@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,12 @@ import torch
 
 from modaverse_runtime.batching import MicroBatcher
 from modaverse_runtime.devices import resolve_device, resolve_dtype
-from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, ModaverseError, NotFound
+from modaverse_runtime.errors import InvalidArgument, ModaverseError, NotFound
 
 from .artifacts import resolve_artifacts
-from .base import BASE_ADAPTER, LLMBackend
+from .base import LLMBackend
 from .compat import prime_transformers
 from .engine import PEFT_BASE, Job, ModelHandle, decode_batch
-from .errors import AlreadyExists
 from .prompt import PromptBuilder
 from .settings import LLMSettings
 from .types import AdapterInfo, BackendInfo, Completion, Delta, Event, GenerationRequest
@@ -41,7 +40,6 @@ class TransformersBackend(LLMBackend):
         self._tokenizer: Any = None
         self._model_name = ""
         self._adapters: dict[str, str] = {}  # name -> path
-        self._default = ""
         self._batcher: MicroBatcher[Job, Completion | ModaverseError] | None = None
 
     # -- loading (blocking; the server calls it off the loop) ---------------------------------------
@@ -139,13 +137,7 @@ class TransformersBackend(LLMBackend):
         return AdapterInfo(name, self._adapters[name], self._rank(name), name == self._default)
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
-        self.require_ready()
-        if not self.settings.allow_runtime_adapters:
-            raise FailedPrecondition("loading adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
-        if not name or name in (BASE_ADAPTER, PEFT_BASE) or len(name) > 128:
-            raise InvalidArgument(f"adapter name {name!r} is reserved or invalid")
-        if name in self._adapters:
-            raise AlreadyExists(f"adapter {name!r} is already loaded; unload it first")
+        self.check_new_adapter(name)
         if not path:
             raise InvalidArgument("path is empty: give a peft adapter folder readable by the server")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._attach, name, path)
@@ -154,22 +146,15 @@ class TransformersBackend(LLMBackend):
         return self._adapter_info(name)
 
     async def unload_adapter(self, name: str) -> None:
-        self.require_ready()
-        if not self.settings.allow_runtime_adapters:
-            raise FailedPrecondition("unloading adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
-        if name not in self._adapters:
-            raise NotFound(f"adapter {name!r} is not loaded; loaded: {sorted(self._adapters) or 'none'}")
-        if name == self._default:
-            raise FailedPrecondition(f"adapter {name!r} is the default; load another with make_default first")
+        self.check_unloadable(name)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._detach, name)
 
+    @property
+    def loaded_adapters(self) -> Collection[str]:
+        return self._adapters.keys()
+
     def resolve_adapter(self, requested: str) -> str:
-        name = requested or self._default
-        if not name or name == BASE_ADAPTER:
-            return PEFT_BASE
-        if name not in self._adapters:
-            raise NotFound(f"adapter {requested!r} is not loaded; loaded: {sorted(self._adapters) or 'none'}")
-        return name
+        return self.requested_adapter(requested) or PEFT_BASE
 
     # -- generation --------------------------------------------------------------------------------
     def _run_batch(self, jobs: Sequence[Job]) -> list[Completion | ModaverseError]:

@@ -22,18 +22,17 @@ import contextlib
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from modaverse_runtime.errors import FailedPrecondition, InvalidArgument
 
 from .artifacts import resolve_artifacts
-from .base import BASE_ADAPTER, LLMBackend
+from .base import LLMBackend
 from .compat import prime_transformers
-from .errors import AlreadyExists
 from .prompt import PreparedPrompt, PromptBuilder
 from .types import AdapterInfo, BackendInfo, Completion, Delta, Event, FinishReason, GenerationRequest
 
@@ -46,7 +45,6 @@ class VLLMBackend(LLMBackend):
         self._engine: Any = None
         self._adapters: dict[str, tuple[int, str, int]] = {}  # name -> (lora id, path, rank)
         self._ids = itertools.count(1)
-        self._default = ""
         self._model_name = ""
         self._serial: asyncio.Semaphore | None = None
         self._cpu = True
@@ -105,13 +103,12 @@ class VLLMBackend(LLMBackend):
         lora_id, path, _ = self._adapters[name]
         return LoRARequest(lora_name=name, lora_int_id=lora_id, lora_path=path)
 
+    @property
+    def loaded_adapters(self) -> Collection[str]:
+        return self._adapters.keys()
+
     def resolve_adapter(self, requested: str) -> str:
-        name = requested or self._default
-        if not name or name == BASE_ADAPTER:
-            return ""
-        if name not in self._adapters:
-            raise NotFound(f"adapter {requested!r} is not loaded; loaded: {sorted(self._adapters) or 'none'}")
-        return name
+        return self.requested_adapter(requested) or ""
 
     def _embeds_prompt(self, prompt: PreparedPrompt) -> dict[str, Any]:
         assert self._embed_table is not None
@@ -161,13 +158,7 @@ class VLLMBackend(LLMBackend):
         yield Completion(text, prompt.length, tokens, finish, prompt.truncated_messages)
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
-        self.require_ready()
-        if not self.settings.allow_runtime_adapters:
-            raise FailedPrecondition("loading adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
-        if not name or name == BASE_ADAPTER or len(name) > 128:
-            raise InvalidArgument(f"adapter name {name!r} is reserved or invalid")
-        if name in self._adapters:
-            raise AlreadyExists(f"adapter {name!r} is already loaded; unload it first")
+        self.check_new_adapter(name)
         if not (Path(path) / "adapter_config.json").is_file():
             raise InvalidArgument(f"{path!r} is not a peft adapter folder (no adapter_config.json)")
         self._adapters[name] = (next(self._ids), path, _rank(Path(path)))
@@ -181,13 +172,7 @@ class VLLMBackend(LLMBackend):
         return self._info(name)
 
     async def unload_adapter(self, name: str) -> None:
-        self.require_ready()
-        if not self.settings.allow_runtime_adapters:
-            raise FailedPrecondition("unloading adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
-        if name not in self._adapters:
-            raise NotFound(f"adapter {name!r} is not loaded; loaded: {sorted(self._adapters) or 'none'}")
-        if name == self._default:
-            raise FailedPrecondition(f"adapter {name!r} is the default; load another with make_default first")
+        self.check_unloadable(name)
         lora_id = self._adapters.pop(name)[0]
         await self._engine.remove_lora(lora_id)
 
