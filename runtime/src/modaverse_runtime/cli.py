@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,7 +62,3 @@ def run_service_cli(
         return asyncio.run(serve(spec, settings, args.port_file))
     except KeyboardInterrupt:
         return 130
-
-
-def main_exit(code: int) -> None:
-    sys.exit(code)

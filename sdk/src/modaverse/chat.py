@@ -9,7 +9,7 @@ from pathlib import Path
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.gateway.v1 import gateway_pb2
 
-from .encoder import media_from_file
+from .encoder import MEDIA_MODALITIES, MODALITY_NAMES, media_from_file
 from .types import (
     ChatEvent,
     ChatResult,
@@ -26,12 +26,6 @@ from .types import (
 )
 
 MediaInput = str | Path | bytes | common_pb2.Media
-_MODALITY_NAMES = {
-    common_pb2.MODALITY_TEXT: "text",
-    common_pb2.MODALITY_IMAGE: "image",
-    common_pb2.MODALITY_VIDEO: "video",
-    common_pb2.MODALITY_AUDIO: "audio",
-}
 
 
 @dataclass
@@ -65,12 +59,7 @@ def _media(item: MediaInput, modality: str) -> common_pb2.Media:
     if isinstance(item, common_pb2.Media):
         return item
     if isinstance(item, bytes):
-        kinds = {
-            "image": common_pb2.MODALITY_IMAGE,
-            "audio": common_pb2.MODALITY_AUDIO,
-            "video": common_pb2.MODALITY_VIDEO,
-        }
-        return common_pb2.Media(modality=kinds[modality], data=item)
+        return common_pb2.Media(modality=MEDIA_MODALITIES[modality], data=item)
     return media_from_file(item, modality)
 
 
@@ -118,7 +107,7 @@ def build_request(
 
 
 def _invocation(inv: gateway_pb2.Invocation) -> Invocation:
-    return Invocation(inv.index, _MODALITY_NAMES.get(inv.modality, "?"), inv.prompt, inv.model)
+    return Invocation(inv.index, MODALITY_NAMES.get(inv.modality, "?"), inv.prompt, inv.model)
 
 
 def to_event(event: gateway_pb2.ChatEvent) -> ChatEvent | None:

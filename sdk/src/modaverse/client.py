@@ -25,6 +25,7 @@ from grpc import aio
 from modaverse_protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from .chat import GenerationOptions, MediaInput, ResultBuilder, Turn, build_request, to_event
+from .encoder import MODALITY_NAMES
 from .errors import from_rpc_error
 from .types import ChatEvent, ChatResult
 
@@ -58,9 +59,8 @@ def _credentials(tls: bool | str | Path, token: str | None) -> grpc.ChannelCrede
 
 
 def _routes(reply: gateway_pb2.ListModelsResponse) -> list[ModelRoute]:
-    names = {1: "text", 2: "image", 3: "video", 4: "audio"}
     return [
-        ModelRoute(names.get(r.modality, "?"), r.model, list(r.endpoints), r.is_default, r.healthy)
+        ModelRoute(MODALITY_NAMES.get(r.modality, "?"), r.model, list(r.endpoints), r.is_default, r.healthy)
         for r in reply.generators
     ]
 

@@ -19,12 +19,13 @@ from modaverse_runtime.tensors import to_numpy
 
 from .errors import ModaverseError, from_rpc_error
 
-_MODALITY_BY_PREFIX = {
+# The SDK's one modality table: names used in the API ("image", …) ↔ common.v1.Modality.
+MEDIA_MODALITIES = {
     "image": common_pb2.MODALITY_IMAGE,
     "audio": common_pb2.MODALITY_AUDIO,
     "video": common_pb2.MODALITY_VIDEO,
 }
-_MODALITY_NAMES = {v: k for k, v in _MODALITY_BY_PREFIX.items()}
+MODALITY_NAMES = {common_pb2.MODALITY_TEXT: "text", **{v: k for k, v in MEDIA_MODALITIES.items()}}
 _EXTRA_TYPES = {".webp": "image/webp", ".flac": "audio/flac", ".ogg": "audio/ogg", ".webm": "video/webm"}
 
 
@@ -33,9 +34,9 @@ def media_from_file(path: str | Path, modality: str | None = None) -> common_pb2
     p = Path(path)
     mime = _EXTRA_TYPES.get(p.suffix.lower()) or mimetypes.guess_type(p.name)[0] or ""
     kind = modality or mime.split("/")[0]
-    if kind not in _MODALITY_BY_PREFIX:
+    if kind not in MEDIA_MODALITIES:
         raise ValueError(f"cannot tell the modality of {p.name}; pass modality='image'|'audio'|'video'")
-    return common_pb2.Media(modality=_MODALITY_BY_PREFIX[kind], mime_type=mime, data=p.read_bytes())
+    return common_pb2.Media(modality=MEDIA_MODALITIES[kind], mime_type=mime, data=p.read_bytes())
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class EncoderClient:
         out = []
         for emb in reply.embeddings:
             vector = to_numpy(emb.imagebind) if emb.HasField("imagebind") and emb.imagebind.data else None
-            out.append(EncodedMedia(_MODALITY_NAMES.get(emb.modality, "?"), vector, to_numpy(emb.projected)))
+            out.append(EncodedMedia(MODALITY_NAMES.get(emb.modality, "?"), vector, to_numpy(emb.projected)))
         return out
 
 
