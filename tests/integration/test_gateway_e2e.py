@@ -108,6 +108,24 @@ async def test_text_to_text(stack: Stack) -> None:
     assert result.done.failed_invocations == 0
 
 
+async def test_text_deltas_are_merged_and_add_up_to_the_meta_response(stack: Stack) -> None:
+    # The scripted LLM streams 8 characters per message back to back: the gateway merges what
+    # arrives within its 20 ms interval, and the merged deltas still spell out the whole answer.
+    text = "Modality: [TEXT] Prompt: " + "a long answer " * 10
+    events = [e async for e in stack.client.stream(text)]
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    meta = next(e for e in events if isinstance(e, MetaResponse))
+    assert "".join(deltas) == meta.raw
+    assert 1 <= len(deltas) < len(meta.raw) / 8
+
+
+async def test_text_deltas_can_be_left_out(stack: Stack) -> None:
+    events = [e async for e in stack.client.stream("Modality: [TEXT] Prompt: only the result", text_deltas=False)]
+    assert not any(isinstance(e, TextDelta) for e in events)
+    meta = next(e for e in events if isinstance(e, MetaResponse))
+    assert meta.answer == "only the result"
+
+
 async def test_text_to_image_streams_progress_then_a_png(stack: Stack) -> None:
     events = [e async for e in stack.client.stream("Modality: [IMAGE] Prompt: a red circle", generators=FAST)]
     kinds = [type(e).__name__ for e in events]

@@ -89,10 +89,14 @@ def build_request(
     top_p: float | None = None,
     seed: int | None = None,
     generators: dict[str, GenerationOptions] | None = None,
+    text_deltas: bool = True,
 ) -> gateway_pb2.ChatRequest:
+    """``text_deltas=False`` asks the gateway for no per-token events (the final result has the answer)."""
     turns = [_turn(t.role, t.text, t.images, t.audio, t.video) for t in history]
     turns.append(_turn("user", text, images, audio, video))
-    options = gateway_pb2.ChatOptions(meta_response_only=meta_response_only, adapter=adapter)
+    options = gateway_pb2.ChatOptions(
+        meta_response_only=meta_response_only, adapter=adapter, omit_text_deltas=not text_deltas
+    )
     for name, value in (("max_tokens", max_tokens), ("temperature", temperature), ("top_p", top_p), ("seed", seed)):
         if value is not None:
             setattr(options, name, value)

@@ -112,7 +112,14 @@ class Client:
     ) -> ChatResult | Iterator[ChatEvent]:
         """Send one user turn (plus ``history``). ``stream=True`` yields typed events as they come."""
         request = build_request(
-            text, images=images, audio=audio, video=video, history=history, generators=generators, **options
+            text,
+            images=images,
+            audio=audio,
+            video=video,
+            history=history,
+            generators=generators,
+            text_deltas=stream,  # a final result needs no per-token events
+            **options,
         )
         events = self._events(request, timeout or self.timeout)
         if stream:
@@ -189,6 +196,7 @@ class AsyncClient:
             history=history,
             timeout=timeout,
             generators=generators,
+            text_deltas=False,  # a final result needs no per-token events
             **options,
         ):
             builder.add(event)

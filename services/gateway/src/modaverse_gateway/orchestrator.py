@@ -23,12 +23,17 @@ from modaverse_runtime.errors import DeadlineExceeded, ModaverseError, ResourceE
 
 from . import convert, metrics
 from .backends import Backends, downstream_error
+from .deltas import DeltaBuffer
 from .metaresponse import Invocation, parse_meta_response
 from .routes import Route, RoutingTable
 from .settings import GatewaySettings
 from .validation import validate_chat
 
 log = logging.getLogger(__name__)
+
+
+def _text_event(text: str) -> gateway_pb2.ChatEvent:
+    return gateway_pb2.ChatEvent(text_delta=gateway_pb2.TextDelta(text=text))
 
 
 class Deadline:
@@ -71,14 +76,18 @@ class ChatOrchestrator:
         encoded = await self.backends.encode(encode, deadline.remaining()) if encode.media else None
         llm_request = convert.llm_request(request, encoded or encoder_pb2.EncodeResponse())
         raw, usage = "", gateway_pb2.Usage()
+        deltas = None if request.options.omit_text_deltas else DeltaBuffer(self.settings.text_delta_interval_ms / 1000)
         async for item in self.backends.llm_generate(llm_request, deadline.remaining()):
             if item.WhichOneof("event") == "delta":
-                yield gateway_pb2.ChatEvent(text_delta=gateway_pb2.TextDelta(text=item.delta))
+                if deltas is not None and (text := deltas.add(item.delta)):
+                    yield _text_event(text)
             else:
                 raw = item.final.text
                 usage = gateway_pb2.Usage(
                     prompt_tokens=item.final.prompt_tokens, completion_tokens=item.final.completion_tokens
                 )
+        if deltas is not None and (text := deltas.flush()):
+            yield _text_event(text)
         parsed = parse_meta_response(raw)
         routes = [self._route(inv) for inv in parsed.invocations]
         yield convert.meta_response_event(parsed, [r.name if isinstance(r, Route) else "" for r in routes])

@@ -24,6 +24,10 @@ class GatewaySettings(ServerSettings):
     )
     unhealthy_cooldown_s: float = Field(5.0, ge=0, description="skip a replica this long after it failed")
 
+    text_delta_interval_ms: float = Field(
+        20.0, ge=0, le=1000, description="merge LLM tokens into at most one TextDelta per interval (0: every token)"
+    )
+
     max_turns: int = Field(64, ge=1)
     max_media_items: int = Field(16, ge=1, description="media items in one request, all turns together")
     max_text_chars: int = Field(16_000, ge=1, description="characters of text in one request")
