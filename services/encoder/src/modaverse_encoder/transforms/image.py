@@ -20,8 +20,10 @@ CLIP_MEAN: Final = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: Final = (0.26862954, 0.26130258, 0.27577711)
 
 
-_MEAN_HWC = np.asarray(CLIP_MEAN, dtype=np.float32)
-_STD_HWC = np.asarray(CLIP_STD, dtype=np.float32)
+# Shaped (3, 1, 1) so each channel is normalised as one contiguous plane: broadcasting over a
+# trailing axis of 3 (HWC) defeats NumPy's vector loops and took ~10x longer for the same result.
+_MEAN_CHW = np.asarray(CLIP_MEAN, dtype=np.float32).reshape(3, 1, 1)
+_STD_CHW = np.asarray(CLIP_STD, dtype=np.float32).reshape(3, 1, 1)
 
 
 def image_to_tensor(img: Image.Image, size: int = 224) -> torch.Tensor:
@@ -35,9 +37,12 @@ def image_to_tensor(img: Image.Image, size: int = 224) -> torch.Tensor:
     cropped = resized.crop((left, top, left + size, top + size))
     # ToTensor (HWC uint8 → CHW float32 in [0, 1]) then Normalize, in NumPy: this runs on
     # preprocessing threads, and torch ops there would compete for the model's intra-op pool.
-    pixels = np.asarray(cropped, dtype=np.float32) / np.float32(255)
-    normalized = (pixels - _MEAN_HWC) / _STD_HWC
-    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))
+    # The same float32 operations per element as before, so the result is bit-identical.
+    planes = np.ascontiguousarray(np.asarray(cropped).transpose(2, 0, 1)).astype(np.float32)
+    planes /= np.float32(255)
+    planes -= _MEAN_CHW
+    planes /= _STD_CHW
+    return torch.from_numpy(planes)
 
 
 def normalize_channels(x: torch.Tensor, dim: int) -> torch.Tensor:
