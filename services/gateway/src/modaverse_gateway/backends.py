@@ -28,6 +28,7 @@ from modaverse_runtime.errors import (
 from modaverse_runtime.logs import REQUEST_ID_HEADER, request_id
 from modaverse_runtime.tls import channel_credentials
 
+from .discovery import ChannelConfig
 from .replicas import Replica, ReplicaSet
 from .routes import Route, RoutingTable
 from .settings import GatewaySettings
@@ -53,7 +54,11 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 class Backends:
     def __init__(self, settings: GatewaySettings, routes: RoutingTable) -> None:
         self.settings = settings
-        self._credentials = channel_credentials(settings)
+        self._channel_config = ChannelConfig(
+            max_message_bytes=settings.max_message_bytes,
+            credentials=channel_credentials(settings),
+            max_reconnect_backoff_ms=settings.max_reconnect_backoff_ms,
+        )
         self.encoder = self._replicas("encoder", settings.split(settings.encoder_targets))
         self.llm = self._replicas("llm", settings.split(settings.llm_targets))
         self.generators: dict[str, ReplicaSet] = {}
@@ -67,8 +72,7 @@ class Backends:
             attempts=s.retry_attempts,
             backoff_s=s.retry_backoff_ms / 1000,
             cooldown_s=s.unhealthy_cooldown_s,
-            max_message_bytes=s.max_message_bytes,
-            credentials=self._credentials,
+            channel_config=self._channel_config,
             wake_s=wake_s,
         )
 

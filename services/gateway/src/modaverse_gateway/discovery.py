@@ -6,25 +6,32 @@ over them with gRPC's round_robin policy. Several targets per route are balanced
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from grpc import aio
 
-_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 2**20),
-    ("grpc.max_receive_message_length", 64 * 2**20),
-    ("grpc.lb_policy_name", "round_robin"),
-    ("grpc.enable_retries", 0),  # retries are ours: on another replica, with backoff
-    ("grpc.keepalive_time_ms", 30_000),
-]
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    max_message_bytes: int = 64 * 2**20
+    credentials: grpc.ChannelCredentials | None = None
+    # gRPC's default reconnect backoff grows to 120 s: a backend that came back after a long outage
+    # would keep failing calls for up to two minutes. Capped, it is used again within this time.
+    max_reconnect_backoff_ms: int = 1000
 
 
-def open_channel(
-    target: str, max_message_bytes: int | None = None, credentials: grpc.ChannelCredentials | None = None
-) -> aio.Channel:
-    options = list(_OPTIONS)
-    if max_message_bytes:
-        options[0] = ("grpc.max_send_message_length", max_message_bytes)
-        options[1] = ("grpc.max_receive_message_length", max_message_bytes)
-    if credentials is not None:
-        return aio.secure_channel(target, credentials, options=options)
+def open_channel(target: str, config: ChannelConfig) -> aio.Channel:
+    options = [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.enable_retries", 0),  # retries are ours: on another replica, with backoff
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.initial_reconnect_backoff_ms", min(200, config.max_reconnect_backoff_ms)),
+        ("grpc.min_reconnect_backoff_ms", min(200, config.max_reconnect_backoff_ms)),
+        ("grpc.max_reconnect_backoff_ms", config.max_reconnect_backoff_ms),
+    ]
+    if config.credentials is not None:
+        return aio.secure_channel(target, config.credentials, options=options)
     return aio.insecure_channel(target, options=options)

@@ -18,7 +18,7 @@ from typing import TypeVar
 import grpc
 from grpc import aio
 
-from .discovery import open_channel
+from .discovery import ChannelConfig, open_channel
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -29,15 +29,14 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 @dataclass
 class Replica:
     target: str
-    max_message_bytes: int | None = None
-    credentials: grpc.ChannelCredentials | None = None
+    config: ChannelConfig = field(default_factory=ChannelConfig)
     failed_at: float = -1e9
     _channel: aio.Channel | None = field(default=None, repr=False)
 
     @property
     def channel(self) -> aio.Channel:
         if self._channel is None:
-            self._channel = open_channel(self.target, self.max_message_bytes, self.credentials)
+            self._channel = open_channel(self.target, self.config)
         return self._channel
 
     async def close(self) -> None:
@@ -55,13 +54,13 @@ class ReplicaSet:
         attempts: int = 3,
         backoff_s: float = 0.1,
         cooldown_s: float = 5.0,
-        max_message_bytes: int | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
+        channel_config: ChannelConfig | None = None,
         wake_s: float = 0.0,
     ) -> None:
         self.name = name
         self.wake_s = wake_s
-        self.replicas = [Replica(t, max_message_bytes, credentials) for t in targets]
+        config = channel_config or ChannelConfig()
+        self.replicas = [Replica(t, config) for t in targets]
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.cooldown_s = cooldown_s

@@ -23,6 +23,9 @@ class GatewaySettings(ServerSettings):
         0.0, ge=0, description="keep retrying an unavailable generator this long (routes scaled to zero)"
     )
     unhealthy_cooldown_s: float = Field(5.0, ge=0, description="skip a replica this long after it failed")
+    max_reconnect_backoff_ms: int = Field(
+        1000, ge=100, le=120_000, description="longest wait between reconnects to a down backend (gRPC's: 120 s)"
+    )
 
     text_delta_interval_ms: float = Field(
         20.0, ge=0, le=1000, description="merge LLM tokens into at most one TextDelta per interval (0: every token)"
