@@ -25,7 +25,7 @@ from grpc import aio
 from prometheus_client import REGISTRY
 
 from modaverse import AsyncClient, GenerationOptions
-from modaverse.errors import DeadlineExceeded, Unavailable
+from modaverse.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from modaverse.types import ChatEvent, ChatResult, InvocationStarted, Progress
 from modaverse_encoder.service import make_spec as encoder_spec
 from modaverse_encoder.settings import EncoderSettings
@@ -275,6 +275,25 @@ async def test_deadline_with_a_slow_llm_cancels_the_stream_and_frees_the_slot(
         # With one slot, the next chat is admitted (a leaked slot would make it RESOURCE_EXHAUSTED).
         assert (await client.chat("Modality: [TEXT] Prompt: next")).text == "next"
         assert servicer.cancelled == cancelled + 1
+
+
+async def test_admission_sheds_at_once_with_resource_exhausted_and_admits_again(
+    llm: tuple[ModaverseServer, ScriptedLLM],
+) -> None:
+    llm_server, _ = llm
+    async with gateway("127.0.0.1:1", f"127.0.0.1:{llm_server.port}", max_concurrent_chats=1) as (_, client):
+        loop = asyncio.get_running_loop()
+        events: list[ChatEvent] = []
+        # about 1 s of streaming holds the only slot
+        first = asyncio.create_task(read_into(events, client.stream("SLOW Modality: [TEXT] Prompt: slow one")))
+        await wait_for(lambda: len(events) > 0, CLEANUP_S)
+        start = loop.time()
+        with pytest.raises(ResourceExhausted) as info:
+            await client.chat("Modality: [TEXT] Prompt: one too many")
+        assert loop.time() - start < 1.0  # shed at once, not queued behind the running chat
+        assert "limit of 1 concurrent chats" in info.value.details
+        await asyncio.wait_for(first, 30)
+        assert (await client.chat("Modality: [TEXT] Prompt: my turn")).text == "my turn"
 
 
 async def test_deadline_with_a_slow_generator_stops_the_generation_and_frees_its_slot(
