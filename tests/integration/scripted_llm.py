@@ -71,7 +71,8 @@ class ScriptedLLM(llm_pb2_grpc.LLMServiceServicer):
         raise FailedPrecondition("the scripted LLM has no adapters")
 
 
-async def start_scripted_llm() -> tuple[ModaverseServer, ScriptedLLM]:
+async def start_scripted_llm(port: int = 0) -> tuple[ModaverseServer, ScriptedLLM]:
+    """On ``port`` (0: any free one; a fixed one lets it come back on the address a gateway knows)."""
     servicer = ScriptedLLM()
 
     async def noop() -> None:
@@ -81,7 +82,7 @@ async def start_scripted_llm() -> tuple[ModaverseServer, ScriptedLLM]:
         llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
 
     spec = ServiceSpec("scripted-llm", ["modaverse.llm.v1.LLMService"], register, noop, noop)
-    server = ModaverseServer(spec, ServerSettings(host="127.0.0.1", port=0))
+    server = ModaverseServer(spec, ServerSettings(host="127.0.0.1", port=port))
     await server.start()
     await server.wait_ready(10)
     return server, servicer

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from grpc import aio
 from prometheus_client import REGISTRY
 
 from modaverse import AsyncClient, GenerationOptions
@@ -31,10 +30,8 @@ from modaverse_encoder.service import make_spec as encoder_spec
 from modaverse_encoder.settings import EncoderSettings
 from modaverse_gateway.service import make_spec as gateway_spec
 from modaverse_gateway.settings import GatewaySettings
-from modaverse_protos.llm.v1 import llm_pb2_grpc
 from modaverse_runtime import samples
-from modaverse_runtime.server import ModaverseServer, ServiceSpec
-from modaverse_runtime.settings import ServerSettings
+from modaverse_runtime.server import ModaverseServer
 
 from .generator_fixtures import RunningGenerator, start_generator, stop_generator, wait_for
 from .scripted_llm import ScriptedLLM, start_scripted_llm
@@ -53,23 +50,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def start_scripted_llm_on(port: int) -> tuple[ModaverseServer, ScriptedLLM]:
-    """The scripted LLM on a fixed port, so that it can come back on the address the gateway knows."""
-    servicer = ScriptedLLM()
-
-    async def noop() -> None:
-        return None
-
-    def register(server: aio.Server) -> None:
-        llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
-
-    spec = ServiceSpec("scripted-llm", ["modaverse.llm.v1.LLMService"], register, noop, noop)
-    server = ModaverseServer(spec, ServerSettings(host="127.0.0.1", port=port))
-    await server.start()
-    await server.wait_ready(10)
-    return server, servicer
 
 
 @contextlib.asynccontextmanager
@@ -168,7 +148,7 @@ async def test_llm_down_is_unavailable_then_the_same_gateway_recovers(caplog: py
         retries = [r for r in caplog.records if r.getMessage().startswith(f"llm replica 127.0.0.1:{port} unavailable")]
         assert len(retries) == 3  # retry_attempts, each after a backoff; then it gave up
 
-        server, servicer = await start_scripted_llm_on(port)
+        server, servicer = await start_scripted_llm(port)
         try:
             result, took = await until_recovered(lambda: client.chat("Modality: [TEXT] Prompt: back again"), "llm")
             assert result.text == "back again"
@@ -216,7 +196,7 @@ async def test_a_backend_back_after_a_long_outage_is_used_within_the_reconnect_c
         finally:
             acceptor.cancel()
             listener.close()
-        server, _ = await start_scripted_llm_on(port)
+        server, _ = await start_scripted_llm(port)
         try:
             _, took = await until_recovered(lambda: client.chat("Modality: [TEXT] Prompt: back"), "llm")
             assert took < 3.0, f"recovery took {took:.1f}s after the LLM was back; the reconnect backoff is not capped"
