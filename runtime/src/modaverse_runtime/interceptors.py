@@ -26,7 +26,12 @@ from .security import RequestGuard
 log = logging.getLogger("modaverse.rpc")
 
 _Unary = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
-_Streaming = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+# A server-streaming handler is an async generator (ours) or a coroutine that calls context.write()
+# (grpc's own health Watch).
+_Streaming = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any] | Awaitable[None]]
+
+# Streams that never end on their own; at shutdown they are ended so they do not hold the drain.
+WATCH_METHODS = frozenset({"/grpc.health.v1.Health/Watch"})
 
 
 def _incoming_request_id(context: aio.ServicerContext[Any, Any]) -> str:
@@ -98,11 +103,36 @@ def _wrap_unary(method: str, behavior: _Unary, guard: RequestGuard) -> _Unary:
     return handler
 
 
-def _wrap_streaming(method: str, behavior: _Streaming, guard: RequestGuard) -> _Streaming:
+async def _until(closing: asyncio.Event, work: Awaitable[None]) -> None:
+    """Run ``work`` until it ends, or until ``closing`` is set: then it is cancelled and the call ends OK.
+
+    (Cancelling the RPC's own task instead leaves grpc.aio's call unfinished and the server hangs.)
+    """
+    task = asyncio.ensure_future(work)
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()  # its error, if it failed
+
+
+def _wrap_streaming(method: str, behavior: _Streaming, guard: RequestGuard, closing: asyncio.Event) -> _Streaming:
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         async with _call(method, context, guard):
-            async for response in behavior(request, context):
-                yield response
+            stream = behavior(request, context)
+            if isinstance(stream, AsyncIterator):
+                async for response in stream:
+                    yield response
+            elif method in WATCH_METHODS:
+                await _until(closing, stream)
+            else:
+                await stream
 
     return handler
 
@@ -113,6 +143,11 @@ _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the t
 class ServerInterceptor(aio.ServerInterceptor):
     def __init__(self, guard: RequestGuard | None = None) -> None:
         self.guard = guard or RequestGuard()
+        self.closing = asyncio.Event()  # set at shutdown: open Watch streams end
+
+    def end_watches(self) -> None:
+        """End every open Watch stream (at shutdown, once it has sent NOT_SERVING)."""
+        self.closing.set()
 
     async def intercept_service(
         self,
@@ -131,7 +166,7 @@ class ServerInterceptor(aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_streaming(method, cast(_Streaming, handler.unary_stream), self.guard),
+                _wrap_streaming(method, cast(_Streaming, handler.unary_stream), self.guard, self.closing),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

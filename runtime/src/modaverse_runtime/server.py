@@ -3,9 +3,9 @@
 start:    bind (grpc.aio, large message limits, concurrency cap, our interceptor),
           health NOT_SERVING, reflection on, metrics on, then load models off the
           event loop and flip health to SERVING.
-SIGTERM:  health NOT_SERVING (probes and load balancers stop sending), optional drain
-          delay, stop accepting, let in-flight calls finish within the grace period,
-          then unload models.
+SIGTERM:  health NOT_SERVING (probes and load balancers stop sending), the drain delay
+          (still accepting), end health Watch streams, stop accepting, let in-flight
+          calls finish within the grace period, then unload models.
 """
 
 from __future__ import annotations
@@ -65,15 +65,15 @@ def model_service(
 
 
 class ModaverseServer:
-    def __init__(self, spec: ServiceSpec, settings: ServerSettings, drain_delay_s: float = 0.0) -> None:
+    def __init__(self, spec: ServiceSpec, settings: ServerSettings) -> None:
         self.spec = spec
         self.settings = settings
-        self.drain_delay_s = drain_delay_s
         self.port = 0
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
         self._health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
+        self._interceptor = ServerInterceptor(request_guard(settings))
         self._load_task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -95,7 +95,7 @@ class ModaverseServer:
             ("grpc.so_reuseport", 0),
         ]
         server = aio.server(
-            interceptors=[ServerInterceptor(request_guard(s))],
+            interceptors=[self._interceptor],
             options=options,
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
@@ -146,8 +146,11 @@ class ModaverseServer:
         await self._health.enter_graceful_shutdown()
         metrics.MODEL_READY.set(0)
         log.info("%s shutting down: NOT_SERVING, draining for up to %.1fs", self.spec.name, grace)
-        if self.drain_delay_s > 0:
-            await asyncio.sleep(self.drain_delay_s)
+        # Still accepting calls: health Checks see NOT_SERVING and load balancers stop sending.
+        # Watchers have been sent NOT_SERVING; after at least a moment for it to go out their
+        # streams end, or they would hold the drain for the whole grace period.
+        await asyncio.sleep(max(self.settings.drain_delay_s, 0.1))
+        self._interceptor.end_watches()
         if self._server is not None:
             await self._server.stop(grace)
         if self._load_task is not None and not self._load_task.done():

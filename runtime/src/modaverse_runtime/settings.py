@@ -29,6 +29,9 @@ class ServerSettings(BaseSettings):
     model_dir: Path = Field(default_factory=default_model_dir, description="Where tiny models are built")
     max_message_mb: int = Field(64, ge=1, le=2047, description="Largest gRPC message, both directions")
     grace_period_s: float = Field(30.0, ge=0, description="On SIGTERM: time for in-flight calls to finish")
+    drain_delay_s: float = Field(
+        0.0, ge=0, le=300, description="On SIGTERM: keep accepting calls this long while health says NOT_SERVING"
+    )
     max_concurrent_rpcs: int = Field(256, ge=1, description="Calls beyond this get RESOURCE_EXHAUSTED")
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="One JSON object per log line (for log shippers)")

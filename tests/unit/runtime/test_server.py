@@ -52,8 +52,8 @@ def make_server(
         load,
         unload,
     )
-    settings = settings or ServerSettings(host="127.0.0.1", port=0, grace_period_s=1.0)
-    return ModaverseServer(spec, settings, drain_delay_s=drain_delay_s), servicer
+    settings = settings or ServerSettings(host="127.0.0.1", port=0, grace_period_s=1.0, drain_delay_s=drain_delay_s)
+    return ModaverseServer(spec, settings), servicer
 
 
 async def status(channel: aio.Channel, service: str = "") -> int:
@@ -76,6 +76,29 @@ async def test_health_follows_the_lifecycle() -> None:
         await asyncio.sleep(0.1)  # inside the drain delay: still answering, but NOT_SERVING
         assert await status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
         await stopping
+
+
+async def test_health_watch_streams_and_does_not_hold_the_drain() -> None:
+    # Watch is grpc's own coroutine-style streaming handler (context.write), unlike ours; the
+    # interceptor must pass it through, and shutdown must end it rather than wait out the grace.
+    loaded = asyncio.Event()
+    settings = ServerSettings(host="127.0.0.1", port=0, grace_period_s=30.0)
+    server, _ = make_server(loaded, settings=settings)
+    port = await server.start()
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        seen = [(await watch.read()).status]
+        loaded.set()
+        seen.append((await watch.read()).status)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stopping = asyncio.create_task(server.stop())
+        seen.append((await watch.read()).status)
+        await stopping
+        assert loop.time() - started < 5.0  # not the 30 s grace
+        assert await watch.code() == grpc.StatusCode.OK  # ended by the server, not abandoned
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert seen == [not_serving, serving, not_serving]
 
 
 async def test_load_failure_is_reported() -> None:
