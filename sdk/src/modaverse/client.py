@@ -110,7 +110,8 @@ class Client:
         generators: dict[str, GenerationOptions] | None = None,
         **options: Any,
     ) -> ChatResult | Iterator[ChatEvent]:
-        """Send one user turn (plus ``history``). ``stream=True`` yields typed events as they come."""
+        """Send one user turn (plus ``history``). ``stream=True`` yields typed events as they come;
+        otherwise the final :class:`ChatResult` is returned and no per-token events are sent."""
         request = build_request(
             text,
             images=images,
