@@ -22,7 +22,7 @@ RESERVED_ADAPTER_NAMES = frozenset({BASE_ADAPTER, "__base__"})  # "__base__": pe
 
 class LLMBackend(ModelBase):
     """Implementations are constructed from settings alone (cheap); ``load`` does the work and
-    must set ``builder``, ``hidden_size``, ``dtype`` and ``context_length``."""
+    must set ``builder``, ``model_name``, ``hidden_size``, ``dtype`` and ``context_length``."""
 
     role = "llm"
     name = "llm"
@@ -31,6 +31,7 @@ class LLMBackend(ModelBase):
         super().__init__()
         self.settings = settings
         self.builder: PromptBuilder | None = None
+        self.model_name = ""
         self.hidden_size = 0
         self.dtype = torch.float32
         self.context_length = 0
@@ -85,8 +86,26 @@ class LLMBackend(ModelBase):
     def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """Stream Delta events, then exactly one Completion. Unknown adapter: NotFound."""
 
+    @property
+    def max_batch(self) -> int:
+        """Rows decoded together."""
+        return self.settings.effective_max_batch
+
     @abc.abstractmethod
-    def info(self) -> BackendInfo: ...
+    def adapter_info(self, name: str) -> AdapterInfo:
+        """What is known of the loaded adapter ``name``."""
+
+    def info(self) -> BackendInfo:
+        self.require_ready()
+        return BackendInfo(
+            model=self.model_name,
+            backend=self.name,
+            hidden_size=self.hidden_size,
+            dtype=self.dtype,
+            context_length=self.context_length,
+            adapters=tuple(self.adapter_info(n) for n in sorted(self.loaded_adapters)),
+            max_batch_size=self.max_batch,
+        )
 
     @abc.abstractmethod
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo: ...

@@ -25,7 +25,7 @@ from .compat import prime_transformers
 from .engine import PEFT_BASE, Job, ModelHandle, decode_batch
 from .prompt import PromptBuilder
 from .settings import LLMSettings
-from .types import AdapterInfo, BackendInfo, Completion, Delta, Event, GenerationRequest
+from .types import AdapterInfo, Completion, Delta, Event, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ class TransformersBackend(LLMBackend):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-model")
         self._handle: ModelHandle | None = None
         self._tokenizer: Any = None
-        self._model_name = ""
         self._adapters: dict[str, str] = {}  # name -> path
         self._batcher: MicroBatcher[Job, Completion | ModaverseError] | None = None
 
@@ -55,7 +54,7 @@ class TransformersBackend(LLMBackend):
         self._tokenizer = AutoTokenizer.from_pretrained(artifacts.base)
         model = AutoModelForCausalLM.from_pretrained(artifacts.base, dtype=dtype)
         model = model.to(device).eval()  # type: ignore[arg-type]
-        self._model_name = artifacts.base
+        self.model_name = artifacts.base
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
         if self._tokenizer.eos_token_id is not None:
@@ -96,7 +95,7 @@ class TransformersBackend(LLMBackend):
             await self._batcher.close()
 
     def describe(self) -> str:
-        return f"transformers({self._model_name}, adapters={sorted(self._adapters)})"
+        return f"transformers({self.model_name}, adapters={sorted(self._adapters)})"
 
     # -- adapters (model thread) -------------------------------------------------------------------
     def _attach(self, name: str, path: str) -> None:
@@ -133,7 +132,7 @@ class TransformersBackend(LLMBackend):
         config = h.model.peft_config.get(name) if h is not None and h.uses_peft else None
         return int(getattr(config, "r", 0) or 0)
 
-    def _adapter_info(self, name: str) -> AdapterInfo:
+    def adapter_info(self, name: str) -> AdapterInfo:
         return AdapterInfo(name, self._adapters[name], self._rank(name), name == self._default)
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
@@ -143,7 +142,7 @@ class TransformersBackend(LLMBackend):
         await asyncio.get_running_loop().run_in_executor(self._executor, self._attach, name, path)
         if make_default:
             self._default = name
-        return self._adapter_info(name)
+        return self.adapter_info(name)
 
     async def unload_adapter(self, name: str) -> None:
         self.check_unloadable(name)
@@ -197,15 +196,3 @@ class TransformersBackend(LLMBackend):
         finally:
             job.cancelled.set()  # stops the row at the next decode step; frees its batch slot
             done.cancel()
-
-    def info(self) -> BackendInfo:
-        self.require_ready()
-        return BackendInfo(
-            model=self._model_name,
-            backend=self.name,
-            hidden_size=self.hidden_size,
-            dtype=self.dtype,
-            context_length=self.context_length,
-            adapters=tuple(self._adapter_info(n) for n in sorted(self._adapters)),
-            max_batch_size=self.settings.effective_max_batch,
-        )

@@ -34,7 +34,7 @@ from .artifacts import resolve_artifacts
 from .base import LLMBackend
 from .compat import prime_transformers
 from .prompt import PreparedPrompt, PromptBuilder
-from .types import AdapterInfo, BackendInfo, Completion, Delta, Event, FinishReason, GenerationRequest
+from .types import AdapterInfo, Completion, Delta, Event, FinishReason, GenerationRequest
 
 
 class VLLMBackend(LLMBackend):
@@ -45,7 +45,6 @@ class VLLMBackend(LLMBackend):
         self._engine: Any = None
         self._adapters: dict[str, tuple[int, str, int]] = {}  # name -> (lora id, path, rank)
         self._ids = itertools.count(1)
-        self._model_name = ""
         self._serial: asyncio.Semaphore | None = None
         self._cpu = True
         self._embed_table: torch.Tensor | None = None
@@ -60,7 +59,7 @@ class VLLMBackend(LLMBackend):
         from transformers import AutoConfig, AutoTokenizer
 
         artifacts = resolve_artifacts(self.settings)
-        self._model_name = artifacts.base
+        self.model_name = artifacts.base
         config = AutoConfig.from_pretrained(artifacts.base)
         self.hidden_size = int(config.hidden_size)
         self.context_length = self.settings.context_length or int(config.max_position_embeddings)
@@ -95,6 +94,7 @@ class VLLMBackend(LLMBackend):
 
     @property
     def max_batch(self) -> int:
+        # The CPU build serialises (LoRA + prompt embeds crash batched there; docs/llm.md).
         return 1 if self._cpu and self.settings.vllm_cpu_serialize else self.settings.effective_max_batch
 
     def _lora(self, name: str) -> Any:
@@ -169,28 +169,16 @@ class VLLMBackend(LLMBackend):
             raise InvalidArgument(f"adapter {name!r} at {path!r} does not fit this model: {exc}") from exc
         if make_default:
             self._default = name
-        return self._info(name)
+        return self.adapter_info(name)
 
     async def unload_adapter(self, name: str) -> None:
         self.check_unloadable(name)
         lora_id = self._adapters.pop(name)[0]
         await self._engine.remove_lora(lora_id)
 
-    def _info(self, name: str) -> AdapterInfo:
+    def adapter_info(self, name: str) -> AdapterInfo:
         _, path, rank = self._adapters[name]
         return AdapterInfo(name, path, rank, name == self._default)
-
-    def info(self) -> BackendInfo:
-        self.require_ready()
-        return BackendInfo(
-            model=self._model_name,
-            backend=self.name,
-            hidden_size=self.hidden_size,
-            dtype=self.dtype,
-            context_length=self.context_length,
-            adapters=tuple(self._info(n) for n in sorted(self._adapters)),
-            max_batch_size=self.max_batch,
-        )
 
 
 def _rank(path: Path) -> int:
