@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -34,15 +33,13 @@ from bench.common import machine, print_table  # noqa: E402
 from modaverse import AsyncClient, GenerationOptions  # noqa: E402
 from modaverse.local import LocalService, service_executable  # noqa: E402
 from modaverse_encoder.tiny import ensure_tiny_encoder  # noqa: E402
-from modaverse_gateway.service import make_spec as gateway_spec  # noqa: E402
-from modaverse_gateway.settings import GatewaySettings  # noqa: E402
 from modaverse_protos.common.v1 import common_pb2  # noqa: E402
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc  # noqa: E402
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc  # noqa: E402
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc  # noqa: E402
 from modaverse_runtime import samples  # noqa: E402
-from modaverse_runtime.server import ModaverseServer  # noqa: E402
 from tests.integration.conftest import start_encoder, stop_encoder  # noqa: E402
+from tests.integration.gateway_fixtures import start_gateway  # noqa: E402
 from tests.integration.llm_fixtures import start_llm, stop_llm  # noqa: E402
 from tests.integration.scripted_llm import start_scripted_llm  # noqa: E402
 
@@ -52,17 +49,6 @@ PROMPT = "What is in this picture?"
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-async def start_gateway(encoder: str, llm: str, generators: dict[str, str]) -> ModaverseServer:
-    routes = {"generators": {f"{m}": {"modality": m, "endpoints": [t], "default": True} for m, t in generators.items()}}
-    settings = GatewaySettings(
-        host="127.0.0.1", port=0, encoder_targets=encoder, llm_targets=llm, routes=json.dumps(routes)
-    )
-    server = ModaverseServer(gateway_spec(settings), settings)
-    await server.start()
-    await server.wait_ready(30)
-    return server
 
 
 async def overhead(model_dir: Path, iterations: int) -> list[list[object]]:

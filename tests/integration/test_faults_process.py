@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import signal
 import threading
 import time
@@ -27,11 +26,10 @@ from modaverse import Client, GenerationOptions
 from modaverse.chat import ResultBuilder
 from modaverse.local import LocalService, service_executable
 from modaverse.types import ChatEvent, ChatResult, Done, MetaResponse, Progress, TextDelta
-from modaverse_gateway.service import make_spec as gateway_spec
-from modaverse_gateway.settings import GatewaySettings
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
 from modaverse_runtime.server import ModaverseServer
 
+from . import gateway_fixtures
 from .scripted_llm import start_scripted_llm
 
 T = TypeVar("T")
@@ -212,23 +210,16 @@ def result_of(events: list[ChatEvent]) -> ChatResult:
 
 
 async def start_gateway(llm: str, image: str) -> ModaverseServer:
-    routes = {"generators": {"image-tiny": {"modality": "image", "endpoints": [image], "default": True}}}
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=0,
-        encoder_targets="127.0.0.1:1",  # text-only chats never call the encoder
-        llm_targets=llm,
-        routes=json.dumps(routes),
+    return await gateway_fixtures.start_gateway(
+        "127.0.0.1:1",  # text-only chats never call the encoder
+        llm,
+        {"image": image},
         retry_attempts=3,
         retry_backoff_ms=10,
         # The default cool-down: with one replica the cooling replica is still tried (ReplicaSet.order),
         # so it does not keep the gateway off a generator that came back.
         unhealthy_cooldown_s=5.0,
     )
-    server = ModaverseServer(gateway_spec(settings), settings)
-    await server.start()
-    await server.wait_ready(60)
-    return server
 
 
 def test_generator_sigkilled_mid_stream_then_restarted_on_the_same_port(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import time
@@ -28,11 +27,10 @@ from modaverse.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from modaverse.types import ChatEvent, ChatResult, InvocationStarted, Progress
 from modaverse_encoder.service import make_spec as encoder_spec
 from modaverse_encoder.settings import EncoderSettings
-from modaverse_gateway.service import make_spec as gateway_spec
-from modaverse_gateway.settings import GatewaySettings
 from modaverse_runtime import samples
 from modaverse_runtime.server import ModaverseServer
 
+from .gateway_fixtures import start_gateway
 from .generator_fixtures import RunningGenerator, start_generator, stop_generator, wait_for
 from .scripted_llm import ScriptedLLM, start_scripted_llm
 
@@ -57,24 +55,9 @@ async def gateway(
     encoder: str, llm: str, generators: dict[str, str] | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[ModaverseServer, AsyncClient]]:
     """A gateway (and a client of it) over the given targets; one default route per generator modality."""
-    routes = {
-        "generators": {
-            f"{m}-tiny": {"modality": m, "endpoints": [t], "default": True} for m, t in (generators or {}).items()
-        }
-    }
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=0,
-        encoder_targets=encoder,
-        llm_targets=llm,
-        routes=json.dumps(routes),
-        **{"retry_attempts": 3, "retry_backoff_ms": 20, **overrides},
-    )
-    server = ModaverseServer(gateway_spec(settings), settings)
-    await server.start()
+    server = await start_gateway(encoder, llm, generators, **{"retry_attempts": 3, "retry_backoff_ms": 20, **overrides})
     client = AsyncClient(f"127.0.0.1:{server.port}", timeout=60)
     try:
-        await server.wait_ready(30)
         yield server, client
     finally:
         await client.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,11 @@ from modaverse import AsyncClient, GenerationOptions, Turn
 from modaverse.chat import ResultBuilder
 from modaverse.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from modaverse.types import InvocationStarted, MediaChunk, MetaResponse, Progress, TextDelta
-from modaverse_gateway.service import make_spec as gateway_spec
-from modaverse_gateway.settings import GatewaySettings
 from modaverse_runtime import samples
 from modaverse_runtime.media import MediaKind, MediaLimits, decode_media
 from modaverse_runtime.server import ModaverseServer
 
+from . import gateway_fixtures
 from .conftest import RunningEncoder, start_encoder, stop_encoder
 from .generator_fixtures import RunningGenerator, start_generator, stop_generator
 from .scripted_llm import ScriptedLLM, start_scripted_llm
@@ -55,25 +53,10 @@ class Stack:
 
 
 async def start_gateway(stack_parts: dict[str, str], **overrides: object) -> ModaverseServer:
-    routes = {
-        "generators": {
-            f"{m}-tiny": {"modality": m, "endpoints": [stack_parts[m]], "default": True}
-            for m in ("image", "video", "audio")
-        }
-    }
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=0,
-        encoder_targets=stack_parts["encoder"],
-        llm_targets=stack_parts["llm"],
-        routes=json.dumps(routes),
-        retry_backoff_ms=10,
-        **overrides,  # type: ignore[arg-type]
+    generators = {m: stack_parts[m] for m in ("image", "video", "audio")}
+    return await gateway_fixtures.start_gateway(
+        stack_parts["encoder"], stack_parts["llm"], generators, **{"retry_backoff_ms": 10, **overrides}
     )
-    server = ModaverseServer(gateway_spec(settings), settings)
-    await server.start()
-    await server.wait_ready(30)
-    return server
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -8,7 +8,6 @@ the same path draws pictures; see docs/training.md.)
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,12 +16,10 @@ import pytest_asyncio
 
 from modaverse import AsyncClient
 from modaverse.types import Done, MetaResponse, TextDelta
-from modaverse_gateway.service import make_spec as gateway_spec
-from modaverse_gateway.settings import GatewaySettings
 from modaverse_runtime import samples
-from modaverse_runtime.server import ModaverseServer
 
 from .conftest import start_encoder, stop_encoder
+from .gateway_fixtures import start_gateway
 from .llm_fixtures import start_llm, stop_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -32,16 +29,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def client(model_dir: Path) -> AsyncIterator[AsyncClient]:
     encoder = await start_encoder(model_dir)
     llm = await start_llm(model_dir)
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=0,
-        encoder_targets=encoder.target,
-        llm_targets=llm.target,
-        routes=json.dumps({"generators": {}}),
-    )
-    gateway = ModaverseServer(gateway_spec(settings), settings)
-    await gateway.start()
-    await gateway.wait_ready(30)
+    gateway = await start_gateway(encoder.target, llm.target)
     sdk = AsyncClient(f"127.0.0.1:{gateway.port}", timeout=120)
     yield sdk
     await sdk.close()

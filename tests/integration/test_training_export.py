@@ -19,12 +19,9 @@ import torch
 from modaverse import AsyncClient
 from modaverse.types import Done, MetaResponse
 from modaverse_encoder.settings import EncoderSettings
-from modaverse_gateway.service import make_spec as gateway_spec
-from modaverse_gateway.settings import GatewaySettings
 from modaverse_llm.tiny import ensure_tiny_llm
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.encoder.v1 import encoder_pb2
-from modaverse_runtime.server import ModaverseServer
 from modaverse_runtime.tensors import to_numpy
 from modaverse_training.builder import build_examples, read_captions
 from modaverse_training.evaluate import generate
@@ -35,6 +32,7 @@ from modaverse_training.shapes import WorldCounts, generate_world
 from modaverse_training.trainer import TrainConfig
 
 from .conftest import RunningEncoder, start_encoder, stop_encoder
+from .gateway_fixtures import start_gateway
 from .llm_fixtures import start_llm, stop_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -74,16 +72,7 @@ def trained(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Traine
 async def services(trained: Trained) -> AsyncIterator[tuple[RunningEncoder, AsyncClient]]:
     encoder = await start_encoder(trained.served)
     llm = await start_llm(trained.served)
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=0,
-        encoder_targets=encoder.target,
-        llm_targets=llm.target,
-        routes=json.dumps({"generators": {}}),
-    )
-    gateway = ModaverseServer(gateway_spec(settings), settings)
-    await gateway.start()
-    await gateway.wait_ready(30)
+    gateway = await start_gateway(encoder.target, llm.target)
     client = AsyncClient(f"127.0.0.1:{gateway.port}", timeout=120)
     yield encoder, client
     await client.close()
