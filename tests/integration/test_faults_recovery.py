@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import time
@@ -96,6 +97,16 @@ async def read_into(events: list[ChatEvent], stream: AsyncIterator[ChatEvent]) -
 
 def gauge(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def settled_gauge(name: str) -> float:
+    """``gauge`` once earlier tests' leftovers have settled. The gauges are process-wide: a chat
+    handler that grpc abandoned when an earlier gateway stopped is only closed (its gauge decremented)
+    when the garbage collector finds it, which must not happen between a snapshot and its check."""
+    gc.collect()
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the loop run the scheduled aclose() of collected generators
+    return gauge(name)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -223,7 +234,7 @@ async def test_deadline_with_a_slow_llm_cancels_the_stream_and_frees_the_slot(
 ) -> None:
     llm_server, servicer = llm
     async with gateway("127.0.0.1:1", f"127.0.0.1:{llm_server.port}", max_concurrent_chats=1) as (_, client):
-        in_flight = gauge("modaverse_gateway_chats_in_flight")
+        in_flight = await settled_gauge("modaverse_gateway_chats_in_flight")
         cancelled, requests = servicer.cancelled, len(servicer.requests)
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -269,7 +280,7 @@ async def test_deadline_with_a_slow_generator_stops_the_generation_and_frees_its
         interrupted, steps_before = stats.interrupted, stats.steps
         outcomes = ("CANCELLED", "DEADLINE_EXCEEDED", "ok")
         ended = {o: gauge("modaverse_gateway_invocations_total", {**route, "outcome": o}) for o in outcomes}
-        chats = gauge("modaverse_gateway_chats_in_flight")
+        chats = await settled_gauge("modaverse_gateway_chats_in_flight")
         # 500 steps at 64x64 take tens of seconds on this CPU; the chat allows 4 s.
         slow = {"image": GenerationOptions(steps=500, width=64, height=64, seed=1)}
         events: list[ChatEvent] = []
