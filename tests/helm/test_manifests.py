@@ -162,14 +162,24 @@ def test_grpc_probes_and_grace_period(example: str) -> None:
         budget = startup["periodSeconds"] * startup["failureThreshold"]
         if component(dep) in GPU_COMPONENTS and example != "tiny-cpu":
             assert budget >= 1800, "model loading needs a long startupProbe"
-        assert pod["spec"]["terminationGracePeriodSeconds"] > float(env["MODAVERSE_GRACE_PERIOD_S"])
+        drain_and_grace = float(env["MODAVERSE_DRAIN_DELAY_S"]) + float(env["MODAVERSE_GRACE_PERIOD_S"])
+        assert pod["spec"]["terminationGracePeriodSeconds"] > drain_and_grace
 
 
-def test_grace_period_follows_values() -> None:
-    rendered = render((), ("global.gracePeriodSeconds=120",))
+def test_grace_period_and_drain_delay_follow_values() -> None:
+    rendered = render((), ("global.gracePeriodSeconds=120", "global.drainDelaySeconds=12"))
     for dep, pod in iter_pod_templates(rendered):
-        assert env_of(main_container(dep))["MODAVERSE_GRACE_PERIOD_S"] == "120"
-        assert pod["spec"]["terminationGracePeriodSeconds"] == 135
+        env = env_of(main_container(dep))
+        assert env["MODAVERSE_GRACE_PERIOD_S"] == "120"
+        assert env["MODAVERSE_DRAIN_DELAY_S"] == "12"
+        assert pod["spec"]["terminationGracePeriodSeconds"] == 12 + 120 + 15
+
+
+def test_drain_delay_defaults_on() -> None:
+    """Without a drain delay a terminating pod closes its port while Services still route new connections
+    to it; the chart default keeps accepting (NOT_SERVING) for a few seconds first."""
+    for dep, _ in iter_pod_templates(render((), ())):
+        assert float(env_of(main_container(dep))["MODAVERSE_DRAIN_DELAY_S"]) >= 1
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES))

@@ -13,6 +13,7 @@ generator (route name or ""), b (the block's values, generators already merged),
 {{- $gpuOn := eq (toString (default false $gpu.enabled)) "true" -}}
 {{- $global := $root.Values.global -}}
 {{- $grace := $global.gracePeriodSeconds -}}
+{{- $drain := $global.drainDelaySeconds -}}
 {{- $metricsPort := int $global.metricsPort -}}
 {{- $port := int $b.port -}}
 {{- $storage := default dict $b.storage -}}
@@ -38,6 +39,7 @@ generator (route name or ""), b (the block's values, generators already merged),
   "MODAVERSE_METRICS_PORT" (toString $metricsPort)
   "MODAVERSE_PROFILE" $global.profile
   "MODAVERSE_GRACE_PERIOD_S" (toString $grace)
+  "MODAVERSE_DRAIN_DELAY_S" (toString $drain)
   "MODAVERSE_LOG_LEVEL" $global.logLevel
   "MODAVERSE_LOG_JSON" (toString $global.logJson)
   "HOME" "/tmp"
@@ -145,7 +147,7 @@ spec:
       serviceAccountName: {{ include "modaverse.serviceAccountName" $root }}
       automountServiceAccountToken: false
       enableServiceLinks: false
-      terminationGracePeriodSeconds: {{ add (int $grace) (int $global.terminationGraceExtraSeconds) }}
+      terminationGracePeriodSeconds: {{ add (int $drain) (int $grace) (int $global.terminationGraceExtraSeconds) }}
       {{- with $runtimeClassName }}
       runtimeClassName: {{ . }}
       {{- end }}
