@@ -73,7 +73,7 @@ class ImageBindEncoder(Encoder):
         for kind in (MediaKind.IMAGE, MediaKind.VIDEO, MediaKind.AUDIO):
             self._batchers[kind] = MicroBatcher(
                 f"encoder-{kind.value}",
-                functools.partial(self._forward, kind),
+                functools.partial(self.forward, kind),
                 executor=self._model_thread,
                 max_items=self.settings.batch_max_items if batching else 1,
                 max_wait_ms=self.settings.batch_max_wait_ms if batching else 0.0,
@@ -125,7 +125,8 @@ class ImageBindEncoder(Encoder):
         raise InvalidArgument(f"cannot encode media of kind {item.kind}")
 
     @torch.inference_mode()
-    def _forward(self, kind: MediaKind, batch: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, kind: MediaKind, batch: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One forward pass for preprocessed items of one kind: (ImageBind vector, adaptor rows) each."""
         assert self._model is not None and self._adaptor is not None
         branch = BRANCH_FOR_KIND[kind.value]
         x = torch.stack(list(batch)).to(device=self._device, dtype=self._dtype, non_blocking=True)
