@@ -38,9 +38,9 @@ from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc  # noqa: E
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc  # noqa: E402
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc  # noqa: E402
 from modaverse_runtime import samples  # noqa: E402
-from tests.integration.conftest import start_encoder, stop_encoder  # noqa: E402
+from tests.integration.conftest import start_encoder  # noqa: E402
 from tests.integration.gateway_fixtures import start_gateway  # noqa: E402
-from tests.integration.llm_fixtures import start_llm, stop_llm  # noqa: E402
+from tests.integration.llm_fixtures import start_llm  # noqa: E402
 from tests.integration.scripted_llm import start_scripted_llm  # noqa: E402
 
 PROMPT = "What is in this picture?"
@@ -94,8 +94,8 @@ async def overhead(model_dir: Path, iterations: int) -> list[list[object]]:
                 timings[name].append(time.perf_counter() - start)
     await client.close()
     await gateway.stop(1)
-    await stop_llm(llm)
-    await stop_encoder(encoder)
+    await llm.stop()
+    await encoder.stop()
     base = timings["direct (Encode + Generate)"]
     rows: list[list[object]] = []
     for name, t in timings.items():
@@ -149,7 +149,7 @@ async def fan_out(model_dir: Path, rounds: int) -> list[list[object]]:
     await client.close()
     await gateway.stop(1)
     await llm_server.stop(1)
-    await stop_encoder(encoder)
+    await encoder.stop()
     for m, proc in procs.items():
         await channels[m].close()
         await asyncio.to_thread(proc.stop)

@@ -20,7 +20,7 @@ import torch
 from modaverse_llm.tiny import build_lora_adapter, build_tiny_tokenizer
 from modaverse_protos.llm.v1 import llm_pb2
 
-from ..integration.llm_fixtures import generate, media, request, start_llm, stop_llm, text, user
+from ..integration.llm_fixtures import generate, media, request, start_llm, text, user
 
 pytestmark = pytest.mark.needs_cuda
 
@@ -82,6 +82,6 @@ def test_fp16_batched_equals_alone_and_throughput(vicuna_shaped: Path) -> None:
             print(f"\n7B fp16, 32 concurrent: {tokens / (time.perf_counter() - start):.0f} tokens/s")
             print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
         finally:
-            await stop_llm(running)
+            await running.stop()
 
     asyncio.run(run())

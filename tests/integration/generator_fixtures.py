@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest_asyncio
@@ -19,7 +18,8 @@ from modaverse_generators.service import make_generator, make_spec
 from modaverse_generators.settings import GeneratorSettings
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
 from modaverse_runtime.media import DecodedAudio, DecodedImage, DecodedVideo, MediaKind, MediaLimits, decode_media
-from modaverse_runtime.server import ModaverseServer
+
+from .in_process import InProcessServer, serve
 
 T = TypeVar("T")
 
@@ -27,16 +27,8 @@ KINDS = ("text-to-image", "text-to-video", "text-to-audio")
 
 
 @dataclass
-class RunningGenerator:
-    server: ModaverseServer
-    channel: grpc.aio.Channel
-    stub: generator_pb2_grpc.GeneratorServiceAsyncStub
-    settings: GeneratorSettings
+class RunningGenerator(InProcessServer["generator_pb2_grpc.GeneratorServiceAsyncStub", GeneratorSettings]):
     generator: DiffusersGenerator
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
 
     async def health(self) -> int:
         reply = await health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=""))
@@ -89,20 +81,10 @@ async def start_generator(model_dir: Path, kind: str, **overrides: Any) -> Runni
     )
     generator = make_generator(settings)
     assert isinstance(generator, DiffusersGenerator)
-    server = ModaverseServer(make_spec(settings, generator), settings)
-    port = await server.start()
-    try:
-        await server.wait_ready(120)
-    except BaseException:
-        await server.stop(grace=0)
-        raise
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    return RunningGenerator(server, channel, generator_pb2_grpc.GeneratorServiceStub(channel), settings, generator)
-
-
-async def stop_generator(running: RunningGenerator) -> None:
-    await running.channel.close()
-    await running.server.stop(grace=1)
+    server, channel, stub = await serve(
+        make_spec(settings, generator), settings, generator_pb2_grpc.GeneratorServiceStub
+    )
+    return RunningGenerator(server, channel, stub, settings, generator)
 
 
 async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
@@ -119,18 +101,18 @@ async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
 async def image_gen(model_dir: Path) -> AsyncIterator[RunningGenerator]:
     running = await start_generator(model_dir, "text-to-image")
     yield running
-    await stop_generator(running)
+    await running.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def video_gen(model_dir: Path) -> AsyncIterator[RunningGenerator]:
     running = await start_generator(model_dir, "text-to-video")
     yield running
-    await stop_generator(running)
+    await running.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def audio_gen(model_dir: Path) -> AsyncIterator[RunningGenerator]:
     running = await start_generator(model_dir, "text-to-audio")
     yield running
-    await stop_generator(running)
+    await running.stop()

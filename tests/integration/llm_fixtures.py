@@ -5,11 +5,9 @@ Test modules import the ``fixture_*`` functions; pytest knows them by their ``na
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -19,36 +17,20 @@ from modaverse_llm.settings import LLMSettings
 from modaverse_llm.tiny import build_lora_adapter, ensure_tiny_llm
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
-from modaverse_runtime.server import ModaverseServer
 from modaverse_runtime.tensors import from_numpy
+
+from .in_process import InProcessServer, serve
 
 GREEDY: dict[str, Any] = {"temperature": 0.0}
 
 
-@dataclass
-class RunningLLM:
-    server: ModaverseServer
-    channel: grpc.aio.Channel
-    stub: llm_pb2_grpc.LLMServiceAsyncStub
-    settings: LLMSettings
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+RunningLLM = InProcessServer["llm_pb2_grpc.LLMServiceAsyncStub", LLMSettings]
 
 
 async def start_llm(model_dir: Path, **overrides: Any) -> RunningLLM:
     settings = LLMSettings(host="127.0.0.1", port=0, model_dir=model_dir, **overrides)
-    server = ModaverseServer(make_spec(settings), settings)
-    port = await server.start()
-    await server.wait_ready(120)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    return RunningLLM(server, channel, llm_pb2_grpc.LLMServiceStub(channel), settings)
-
-
-async def stop_llm(running: RunningLLM) -> None:
-    await running.channel.close()
-    await running.server.stop(grace=1)
+    server, channel, stub = await serve(make_spec(settings), settings, llm_pb2_grpc.LLMServiceStub)
+    return RunningLLM(server, channel, stub, settings)
 
 
 @pytest.fixture(scope="session", name="llm_model_dir")
@@ -68,7 +50,7 @@ def fixture_second_adapter(llm_model_dir: Path, tmp_path_factory: pytest.TempPat
 async def fixture_llm(llm_model_dir: Path) -> AsyncIterator[RunningLLM]:
     running = await start_llm(llm_model_dir, batch_max_wait_ms=20.0, max_tokens_cap=1000)
     yield running
-    await stop_llm(running)
+    await running.stop()
 
 
 def rows(seed: int, n: int = 1, hidden: int = 256) -> np.ndarray[Any, Any]:

@@ -19,7 +19,7 @@ from modaverse_protos.encoder.v1 import encoder_pb2
 from modaverse_runtime import samples
 from modaverse_runtime.tensors import to_numpy
 
-from .conftest import RunningEncoder, start_encoder, stop_encoder
+from .conftest import RunningEncoder, start_encoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -128,7 +128,7 @@ def _batch_stats(queue: str) -> tuple[float, float]:
 async def unbatched(model_dir: Path) -> AsyncIterator[RunningEncoder]:
     running = await start_encoder(model_dir, batching=False)
     yield running
-    await stop_encoder(running)
+    await running.stop()
 
 
 async def test_batched_results_equal_unbatched(encoder: RunningEncoder, unbatched: RunningEncoder) -> None:
@@ -224,7 +224,7 @@ async def strict(model_dir: Path) -> AsyncIterator[RunningEncoder]:
         max_image_pixels=100_000,
     )
     yield running
-    await stop_encoder(running)
+    await running.stop()
 
 
 LIMITS: list[tuple[str, Callable[[], common_pb2.Media], str]] = [

@@ -32,7 +32,7 @@ from modaverse_runtime import samples
 from modaverse_runtime.server import ModaverseServer
 
 from .gateway_fixtures import start_gateway
-from .generator_fixtures import RunningGenerator, start_generator, stop_generator, wait_for
+from .generator_fixtures import RunningGenerator, start_generator, wait_for
 from .scripted_llm import ScriptedLLM, start_scripted_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -122,7 +122,7 @@ async def slow_gen(model_dir: Path) -> AsyncIterator[RunningGenerator]:
     # gone would hold the model thread, and the next request would wait behind it.
     running = await start_generator(model_dir, "text-to-image", batching=False, max_queue=1)
     yield running
-    await stop_generator(running)
+    await running.stop()
 
 
 async def test_llm_down_is_unavailable_then_the_same_gateway_recovers(caplog: pytest.LogCaptureFixture) -> None:

@@ -28,8 +28,8 @@ from modaverse_runtime.media import MediaKind, MediaLimits, decode_media
 from modaverse_runtime.server import ModaverseServer
 
 from . import gateway_fixtures
-from .conftest import RunningEncoder, start_encoder, stop_encoder
-from .generator_fixtures import RunningGenerator, start_generator, stop_generator
+from .conftest import RunningEncoder, start_encoder
+from .generator_fixtures import RunningGenerator, start_generator
 from .scripted_llm import ScriptedLLM, start_scripted_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -76,9 +76,9 @@ async def stack(model_dir: Path) -> AsyncIterator[Stack]:
     await client.close()
     await gateway.stop(1)
     for gen in generators.values():
-        await stop_generator(gen)
+        await gen.stop()
     await llm_server.stop(1)
-    await stop_encoder(encoder)
+    await encoder.stop()
 
 
 async def test_text_to_text(stack: Stack) -> None:
@@ -363,4 +363,4 @@ async def test_a_generator_scaled_to_zero_is_waited_for(stack: Stack, model_dir:
         await client.close()
         await gateway.stop(1)
         if woken is not None:
-            await stop_generator(woken)
+            await woken.stop()

@@ -18,9 +18,9 @@ from modaverse import AsyncClient
 from modaverse.types import Done, MetaResponse, TextDelta
 from modaverse_runtime import samples
 
-from .conftest import start_encoder, stop_encoder
+from .conftest import start_encoder
 from .gateway_fixtures import start_gateway
-from .llm_fixtures import start_llm, stop_llm
+from .llm_fixtures import start_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -34,8 +34,8 @@ async def client(model_dir: Path) -> AsyncIterator[AsyncClient]:
     yield sdk
     await sdk.close()
     await gateway.stop(1)
-    await stop_llm(llm)
-    await stop_encoder(encoder)
+    await llm.stop()
+    await encoder.stop()
 
 
 async def test_media_and_text_through_the_real_tiny_llm(client: AsyncClient) -> None:

@@ -24,7 +24,6 @@ from .generator_fixtures import (
     collect,
     decode_output,
     start_generator,
-    stop_generator,
     video_frames,
     wait_for,
 )
@@ -66,7 +65,7 @@ async def test_cancel_stops_denoising_and_frees_the_slot(model_dir: Path) -> Non
         assert result.done is not None and time.perf_counter() - start < 5
         assert await gen.health() == health_pb2.HealthCheckResponse.SERVING
     finally:
-        await stop_generator(gen)
+        await gen.stop()
 
 
 async def test_deadline_stops_denoising(model_dir: Path) -> None:
@@ -79,7 +78,7 @@ async def test_deadline_stops_denoising(model_dir: Path) -> None:
         assert gen.generator.stats.steps < LONG_STEPS // 2
         assert (await collect(gen, **SHORT)).done is not None
     finally:
-        await stop_generator(gen)
+        await gen.stop()
 
 
 async def test_full_queue_is_resource_exhausted_and_cancelled_waiters_leave(model_dir: Path) -> None:
@@ -103,7 +102,7 @@ async def test_full_queue_is_resource_exhausted_and_cancelled_waiters_leave(mode
         assert [r.done.seed for r in results if r.done] == [11, 12]
         running_task.cancel()
     finally:
-        await stop_generator(gen)
+        await gen.stop()
 
 
 async def test_health_and_info_stay_responsive_during_a_generation(model_dir: Path) -> None:
@@ -120,7 +119,7 @@ async def test_health_and_info_stay_responsive_during_a_generation(model_dir: Pa
         call.cancel()
         task.cancel()
     finally:
-        await stop_generator(gen)
+        await gen.stop()
 
 
 BATCH_CASES: list[tuple[str, MediaKind, dict[str, Any]]] = [
@@ -163,7 +162,7 @@ async def test_batched_outputs_match_unbatched(
         # Different prompts and seeds really produced different outputs in the batch.
         assert len({r.data for r in batched}) == len(batched)
     finally:
-        await stop_generator(gen)
+        await gen.stop()
 
 
 async def test_incompatible_requests_are_not_batched_together(model_dir: Path) -> None:
@@ -178,7 +177,7 @@ async def test_incompatible_requests_are_not_batched_together(model_dir: Path) -
         sizes = [(r.done.width, r.done.height) for r in results if r.done]
         assert sizes == [(32, 32), (48, 32), (32, 32), (32, 32)]
     finally:
-        await stop_generator(gen)
+        await gen.stop()
 
 
 async def test_batching_off_runs_one_request_per_call(model_dir: Path) -> None:
@@ -189,4 +188,4 @@ async def test_batching_off_runs_one_request_per_call(model_dir: Path) -> None:
         await asyncio.gather(*(collect(gen, prompt=f"p{i}", seed=i, steps=2, duration_seconds=0.5) for i in range(4)))
         assert gen.generator.stats.batch_sizes == [1, 1, 1, 1]
     finally:
-        await stop_generator(gen)
+        await gen.stop()

@@ -25,7 +25,6 @@ from .generator_fixtures import (
     collect,
     decode_output,
     start_generator,
-    stop_generator,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -45,7 +44,7 @@ async def gen(request: pytest.FixtureRequest, model_dir: Path) -> AsyncIterator[
     overrides = {"max_duration_s": 20.0} if request.param == "text-to-audio" else {}
     running = await start_generator(model_dir, request.param, **overrides)
     yield running
-    await stop_generator(running)
+    await running.stop()
 
 
 def kind_of(gen: RunningGenerator) -> str:

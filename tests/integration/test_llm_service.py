@@ -31,7 +31,6 @@ from .llm_fixtures import (
     request,
     rows,
     start_llm,
-    stop_llm,
     text,
     user,
 )
@@ -138,7 +137,7 @@ async def test_long_history_is_truncated_oldest_first(llm_model_dir: Path) -> No
             err.value.details()
         )
     finally:
-        await stop_llm(running)
+        await running.stop()
 
 
 async def test_adapter_selection(llm: RunningLLM) -> None:
@@ -208,7 +207,7 @@ async def test_make_default_switches_the_default(llm_model_dir: Path, second_ada
         assert a.text == b.text
         await running.stub.UnloadAdapter(llm_pb2.UnloadAdapterRequest(name="default"))  # no longer the default
     finally:
-        await stop_llm(running)
+        await running.stop()
 
 
 def batch_requests() -> list[llm_pb2.GenerateRequest]:
@@ -264,7 +263,7 @@ async def test_cancellation_frees_the_slot(llm_model_dir: Path) -> None:
             await asyncio.sleep(0.01)
         await assert_serving(running)
     finally:
-        await stop_llm(running)
+        await running.stop()
 
 
 async def _with_deadline(running: RunningLLM, req: llm_pb2.GenerateRequest) -> None:

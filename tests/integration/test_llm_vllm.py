@@ -17,7 +17,7 @@ import pytest_asyncio
 from modaverse_llm.tiny import build_lora_adapter, ensure_tiny_llm
 from modaverse_protos.llm.v1 import llm_pb2
 
-from .llm_fixtures import RunningLLM, generate, media, request, rows, start_llm, stop_llm, text, user
+from .llm_fixtures import RunningLLM, generate, media, request, rows, start_llm, text, user
 
 pytest.importorskip("vllm", reason="vLLM is not installed here (make test-vllm)")
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -37,8 +37,8 @@ async def pair(vllm_model_dir: Path) -> AsyncIterator[tuple[RunningLLM, RunningL
     reference = await start_llm(vllm_model_dir)
     served = await start_llm(vllm_model_dir, llm_impl="vllm", vllm_gpu_memory_utilization=0.2)
     yield served, reference
-    await stop_llm(served)
-    await stop_llm(reference)
+    await served.stop()
+    await reference.stop()
 
 
 def cases() -> list[llm_pb2.GenerateRequest]:

@@ -40,7 +40,7 @@ from modaverse_runtime import samples
 from modaverse_runtime.logs import request_id
 from modaverse_runtime.server import ModaverseServer
 
-from .conftest import start_encoder, stop_encoder
+from .conftest import start_encoder
 from .scripted_llm import start_scripted_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -256,7 +256,7 @@ async def exchanges(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
                 await client.close()
             for server in reversed(servers):
                 await server.stop(1)
-            await stop_encoder(encoder)
+            await encoder.stop()
 
 
 def lines_with(exchanges: Exchanges, *parts: str) -> list[str]:

@@ -31,9 +31,9 @@ from modaverse_training.schema import Example, Invocation, MediaRef
 from modaverse_training.shapes import WorldCounts, generate_world
 from modaverse_training.trainer import TrainConfig
 
-from .conftest import RunningEncoder, start_encoder, stop_encoder
+from .conftest import RunningEncoder, start_encoder
 from .gateway_fixtures import start_gateway
-from .llm_fixtures import start_llm, stop_llm
+from .llm_fixtures import start_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -77,8 +77,8 @@ async def services(trained: Trained) -> AsyncIterator[tuple[RunningEncoder, Asyn
     yield encoder, client
     await client.close()
     await gateway.stop(1)
-    await stop_llm(llm)
-    await stop_encoder(encoder)
+    await llm.stop()
+    await encoder.stop()
 
 
 async def test_export_has_the_serving_layout(trained: Trained) -> None:
