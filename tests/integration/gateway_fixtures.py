@@ -10,6 +10,8 @@ from modaverse_gateway.service import make_spec
 from modaverse_gateway.settings import GatewaySettings
 from modaverse_runtime.server import ModaverseServer
 
+from .in_process import start_server
+
 
 def tiny_routes(generators: Mapping[str, str]) -> str:
     """The routing table: per modality one default route named ``<modality>-tiny`` to its target."""
@@ -28,7 +30,4 @@ async def start_gateway(
         routes=tiny_routes(generators or {}),
         **overrides,
     )
-    server = ModaverseServer(make_spec(settings), settings)
-    await server.start()
-    await server.wait_ready(60)
-    return server
+    return await start_server(make_spec(settings), settings, ready_timeout=60)

@@ -31,16 +31,22 @@ class InProcessServer(Generic[StubT, SettingsT]):
         await self.server.stop(grace=1)
 
 
-async def serve(
-    spec: ServiceSpec, settings: SettingsT, stub: Callable[[grpc.aio.Channel], StubT]
-) -> tuple[ModaverseServer, grpc.aio.Channel, StubT]:
-    """Start, wait until the models are loaded (stopping the server if that fails), connect."""
+async def start_server(spec: ServiceSpec, settings: ServerSettings, ready_timeout: float = 120) -> ModaverseServer:
+    """Start and wait until the models are loaded, stopping the server if that fails."""
     server = ModaverseServer(spec, settings)
-    port = await server.start()
+    await server.start()
     try:
-        await server.wait_ready(120)
+        await server.wait_ready(ready_timeout)
     except BaseException:
         await server.stop(grace=0)
         raise
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return server
+
+
+async def serve(
+    spec: ServiceSpec, settings: SettingsT, stub: Callable[[grpc.aio.Channel], StubT]
+) -> tuple[ModaverseServer, grpc.aio.Channel, StubT]:
+    """:func:`start_server`, then one channel to it."""
+    server = await start_server(spec, settings)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     return server, channel, stub(channel)

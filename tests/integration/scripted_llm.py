@@ -22,6 +22,8 @@ from modaverse_runtime.server import ModaverseServer, ServiceSpec
 from modaverse_runtime.settings import ServerSettings
 from modaverse_runtime.tensors import to_numpy
 
+from .in_process import start_server
+
 
 class ScriptedLLM(llm_pb2_grpc.LLMServiceServicer):
     def __init__(self) -> None:
@@ -82,7 +84,5 @@ async def start_scripted_llm(port: int = 0) -> tuple[ModaverseServer, ScriptedLL
         llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
 
     spec = ServiceSpec("scripted-llm", ["modaverse.llm.v1.LLMService"], register, noop, noop)
-    server = ModaverseServer(spec, ServerSettings(host="127.0.0.1", port=port))
-    await server.start()
-    await server.wait_ready(10)
+    server = await start_server(spec, ServerSettings(host="127.0.0.1", port=port), ready_timeout=10)
     return server, servicer

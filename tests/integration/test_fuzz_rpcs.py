@@ -9,7 +9,6 @@ them through ordinary blocking stubs.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -23,8 +22,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modaverse_gateway.service import make_spec as gateway_spec
-from modaverse_gateway.settings import GatewaySettings
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from modaverse_protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -34,6 +31,7 @@ from modaverse_runtime import samples
 from modaverse_runtime.server import ModaverseServer
 
 from .conftest import start_encoder
+from .gateway_fixtures import start_gateway
 from .generator_fixtures import start_generator
 from .llm_fixtures import start_llm
 from .scripted_llm import start_scripted_llm
@@ -71,19 +69,9 @@ def targets(model_dir: Path) -> Iterator[Targets]:
         llm = await start_llm(model_dir, max_tokens_cap=8, max_messages=16)
         gen = await start_generator(model_dir, "text-to-image", max_steps=4, max_width=64, max_height=64)
         scripted, _ = await start_scripted_llm()
-        routes = {"generators": {"img": {"modality": "image", "endpoints": [gen.target], "default": True}}}
-        gw_settings = GatewaySettings(
-            host="127.0.0.1",
-            port=0,
-            encoder_targets=enc.target,
-            llm_targets=f"127.0.0.1:{scripted.port}",
-            routes=json.dumps(routes),
-            max_media_items=4,
-            max_turns=8,
+        gateway = await start_gateway(
+            enc.target, f"127.0.0.1:{scripted.port}", {"image": gen.target}, max_media_items=4, max_turns=8
         )
-        gateway = ModaverseServer(gateway_spec(gw_settings), gw_settings)
-        await gateway.start()
-        await gateway.wait_ready(30)
         servers = [enc.server, llm.server, gen.server, scripted, gateway]
         return servers, Targets(enc.target, llm.target, gen.target, f"127.0.0.1:{gateway.port}")
 

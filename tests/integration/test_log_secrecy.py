@@ -15,7 +15,6 @@ import contextlib
 import datetime
 import io
 import ipaddress
-import json
 import logging
 import secrets
 import socket
@@ -34,13 +33,12 @@ from PIL import Image, PngImagePlugin
 from modaverse import AsyncClient
 from modaverse.errors import InvalidArgument, ModaverseError, Unauthenticated
 from modaverse.types import ChatResult
-from modaverse_gateway.service import make_spec as gateway_spec
-from modaverse_gateway.settings import GatewaySettings
 from modaverse_runtime import samples
 from modaverse_runtime.logs import request_id
 from modaverse_runtime.server import ModaverseServer
 
 from .conftest import start_encoder
+from .gateway_fixtures import start_gateway
 from .scripted_llm import start_scripted_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -212,13 +210,10 @@ async def exchanges(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
             llm_server, _ = await start_scripted_llm()
             servers.append(llm_server)
             # The image route points at a port nobody listens on: the generator is down.
-            routes = {"generators": {"image-tiny": {"modality": "image", "endpoints": [f"127.0.0.1:{free_port()}"]}}}
-            settings = GatewaySettings(
-                host="127.0.0.1",
-                port=0,
-                encoder_targets=encoder.target,
-                llm_targets=f"127.0.0.1:{llm_server.port}",
-                routes=json.dumps(routes),
+            gateway = await start_gateway(
+                encoder.target,
+                f"127.0.0.1:{llm_server.port}",
+                {"image": f"127.0.0.1:{free_port()}"},
                 tls_cert_file=cert,
                 tls_key_file=key,
                 auth_tokens_file=tokens,
@@ -227,10 +222,7 @@ async def exchanges(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
                 retry_attempts=2,
                 retry_backoff_ms=20,
             )
-            gateway = ModaverseServer(gateway_spec(settings), settings)
             servers.append(gateway)
-            await gateway.start()
-            await gateway.wait_ready(30)
             target = f"127.0.0.1:{gateway.port}"
             good, wrong, anonymous = (
                 AsyncClient(target, tls=ca, token=TOKEN, timeout=60),
