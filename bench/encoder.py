@@ -26,7 +26,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import LoadResult, closed_loop, machine, print_table
+from bench.common import LoadResult, closed_loop, machine, percentile, print_table
 from modaverse.local import LocalService, service_executable
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
@@ -138,8 +138,8 @@ def main() -> None:
     for c in args.concurrency:
         off, on = results["off", c], results["on", c]
         ratios = [b.items_per_s / a.items_per_s for a, b in zip(off, on, strict=True)]
-        off_lat = LoadResult(0, 0, 1, [x for res in off for x in res.latencies])
-        on_lat = LoadResult(0, 0, 1, [x for res in on for x in res.latencies])
+        off_lat = [x for res in off for x in res.latencies]
+        on_lat = [x for res in on for x in res.latencies]
         rows.append(
             [
                 c,
@@ -147,10 +147,10 @@ def main() -> None:
                 statistics.median(res.items_per_s for res in on),
                 f"{statistics.median(ratios):.2f}x",
                 f"{min(ratios):.2f}-{max(ratios):.2f}x",
-                off_lat.percentile(0.5) * 1000,
-                on_lat.percentile(0.5) * 1000,
-                off_lat.percentile(0.99) * 1000,
-                on_lat.percentile(0.99) * 1000,
+                percentile(off_lat, 0.5) * 1000,
+                percentile(on_lat, 0.5) * 1000,
+                percentile(off_lat, 0.99) * 1000,
+                percentile(on_lat, 0.99) * 1000,
             ]
         )
     print_table(

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, print_table  # noqa: E402
+from bench.common import machine, percentile, print_table  # noqa: E402
 from modaverse import AsyncClient, GenerationOptions  # noqa: E402
 from modaverse.local import LocalService, service_executable  # noqa: E402
 from modaverse_encoder.tiny import ensure_tiny_encoder  # noqa: E402
@@ -44,11 +44,6 @@ from tests.integration.llm_fixtures import start_llm  # noqa: E402
 from tests.integration.scripted_llm import start_scripted_llm  # noqa: E402
 
 PROMPT = "What is in this picture?"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 async def overhead(model_dir: Path, iterations: int) -> list[list[object]]:
@@ -103,7 +98,7 @@ async def overhead(model_dir: Path, iterations: int) -> list[list[object]]:
         added = (
             f"{statistics.median(b - a for a, b in zip(base, t, strict=True)) * 1000:+.2f}" if t is not base else "-"
         )
-        rows.append([name, statistics.median(t) * 1000, pct(t, 0.99), added])
+        rows.append([name, statistics.median(t) * 1000, percentile(t, 0.99) * 1000, added])
     return rows
 
 

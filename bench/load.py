@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, print_table  # noqa: E402
+from bench.common import machine, percentile, print_table  # noqa: E402
 from modaverse import AsyncClient, GenerationOptions, ModaverseError  # noqa: E402
 from modaverse.stack import Stack, start_stack  # noqa: E402
 from modaverse_runtime import samples  # noqa: E402
@@ -84,10 +84,9 @@ def main() -> None:
         after = memory(stack)
     finally:
         stack.stop()
-    ordered = sorted(latencies)
 
     def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+        return percentile(latencies, q) * 1000
 
     print(f"\nload: {args.streams} concurrent chat streams for {args.seconds:.0f}s, tiny profile; {machine()}\n")
     print_table(
