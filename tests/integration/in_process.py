@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -50,3 +51,10 @@ async def serve(
     server = await start_server(spec, settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     return server, channel, stub(channel)
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (a server started later may bind it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -18,11 +17,7 @@ from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from modaverse_runtime import samples
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .in_process import free_port
 
 
 @pytest.fixture

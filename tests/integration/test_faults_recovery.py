@@ -33,6 +33,7 @@ from modaverse_runtime.server import ModaverseServer
 
 from .gateway_fixtures import start_gateway
 from .generator_fixtures import RunningGenerator, start_generator, wait_for
+from .in_process import free_port
 from .scripted_llm import ScriptedLLM, start_scripted_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -42,13 +43,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 FAIL_FAST_S = 5.0
 RECOVER_S = 20.0
 CLEANUP_S = 10.0
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening (the server we start later binds it again)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -16,13 +15,8 @@ import pytest
 from modaverse.local import LocalService, service_executable
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 
+from .in_process import free_port
 from .llm_fixtures import fixture_llm_model_dir, request, text, user  # noqa: F401 - pytest fixture
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

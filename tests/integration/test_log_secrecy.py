@@ -17,7 +17,6 @@ import io
 import ipaddress
 import logging
 import secrets
-import socket
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from modaverse_runtime.server import ModaverseServer
 
 from .conftest import start_encoder
 from .gateway_fixtures import start_gateway
+from .in_process import free_port
 from .scripted_llm import start_scripted_llm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -164,12 +164,6 @@ def leaked_forms(data: bytes) -> set[str]:
         for encode in (base64.b64encode, base64.urlsafe_b64encode):
             forms.add(encode(b"\0" * shift + data).decode()[4:-4])  # the part that depends on ``data`` alone
     return forms
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def failure(call: Awaitable[object]) -> ModaverseError:
