@@ -48,6 +48,114 @@ def test_parses(raw: str, answer: str, invocations: list[Invocation]) -> None:
     assert parsed.invocations == invocations
 
 
+@pytest.mark.parametrize(
+    ("raw", "answer", "invocations"),
+    [
+        # a bracketed flag inside a [TEXT] answer's prose is prose, not a block
+        (
+            "Modality: [TEXT] Prompt: the tag [IMAGE] marks a picture",
+            "the tag [IMAGE] marks a picture",
+            [],
+        ),
+        (
+            "Modality: [TEXT] Prompt: A song needs an [AUDIO] track and a [video] clip, too. ###",
+            "A song needs an [AUDIO] track and a [video] clip, too.",
+            [],
+        ),
+        ("Modality: [TEXT] Prompt: line one\nsee [IMAGE] [AUDIO] below", "line one\nsee [IMAGE] [AUDIO] below", []),
+        # ... but a flag at the start of a later line (after optional whitespace) starts a block
+        (
+            "Modality: [TEXT] Prompt: here it is\n  [AUDIO] Prompt: purring ###",
+            "here it is",
+            [Invocation(AUDIO, "purring")],
+        ),
+        ("Modality: [TEXT] Prompt: here it is\n[IMAGE] a cat", "here it is", [Invocation(IMAGE, "a cat")]),
+        # ... as does a flag right after "Modality:", wherever that is
+        (
+            "Modality: [TEXT] Prompt: here it is Modality: [IMAGE] Prompt: a cat",
+            "here it is",
+            [Invocation(IMAGE, "a cat")],
+        ),
+        (
+            "Modality: [IMAGE] Prompt: a cat\nModality: [AUDIO] Prompt: purring",
+            "",
+            [Invocation(IMAGE, "a cat"), Invocation(AUDIO, "purring")],
+        ),
+        ("  [image] Prompt: a cat", "", [Invocation(IMAGE, "a cat")]),
+        # a flag mid-line in text outside blocks is prose too
+        (
+            "Modality: [IMAGE] Prompt: a cat\nThe [AUDIO] flag was not used.",
+            "The [AUDIO] flag was not used.",
+            [Invocation(IMAGE, "a cat")],
+        ),
+    ],
+)
+def test_block_starts_only_at_line_start_or_after_modality(
+    raw: str, answer: str, invocations: list[Invocation]
+) -> None:
+    parsed = parse_meta_response(raw)
+    assert parsed.parsed
+    assert parsed.answer == answer
+    assert parsed.invocations == invocations
+
+
+def test_flag_mid_sentence_without_modality_is_not_a_block() -> None:
+    parsed = parse_meta_response("Use the [IMAGE] flag for pictures.")
+    assert not parsed.parsed
+    assert parsed.invocations == []
+    assert parsed.answer == "Use the [IMAGE] flag for pictures."
+
+
+@pytest.mark.parametrize(
+    ("raw", "answer", "invocations"),
+    [
+        # "###" followed by another "Modality:" separates blocks (a backend that does not stop at "###")
+        (
+            "Modality: [IMAGE] Prompt: a cat ### Modality: [AUDIO] Prompt: a meow ###",
+            "",
+            [Invocation(IMAGE, "a cat"), Invocation(AUDIO, "a meow")],
+        ),
+        (
+            "Modality: [IMAGE] Prompt: a cat###modality:[VIDEO] Prompt: a cat walking####\n MODALITY : audio "
+            "Prompt: a meow",
+            "",
+            [Invocation(IMAGE, "a cat"), Invocation(VIDEO, "a cat walking"), Invocation(AUDIO, "a meow")],
+        ),
+        (
+            "Modality: [TEXT] Prompt: Here is a cat. ### Modality: [IMAGE] Prompt: a cat ###",
+            "Here is a cat.",
+            [Invocation(IMAGE, "a cat")],
+        ),
+        (
+            "Modality: [TEXT] Prompt: First. ### Modality: [TEXT] Prompt: Second. ###",
+            "First.\nSecond.",
+            [],
+        ),
+        # "###" followed by anything else ends the meta-response there
+        (
+            "Modality: [IMAGE] Prompt: a cat ### Human: Modality: [AUDIO] Prompt: a meow ###",
+            "",
+            [Invocation(IMAGE, "a cat")],
+        ),
+        (
+            "Modality: [IMAGE] Prompt: a cat ### Modality: [AUDIO] Prompt: a meow ###\n### Human: draw it "
+            "Modality: [VIDEO] Prompt: a dog",
+            "",
+            [Invocation(IMAGE, "a cat"), Invocation(AUDIO, "a meow")],
+        ),
+        ("Modality: [TEXT] Prompt: Done. ### [IMAGE] Prompt: a cat", "Done.", []),
+        ("Modality: [TEXT] Prompt: Done. ###   ", "Done.", []),
+    ],
+)
+def test_separator_before_another_modality_keeps_blocks(raw: str, answer: str, invocations: list[Invocation]) -> None:
+    parsed = parse_meta_response(raw)
+    assert parsed.parsed
+    assert parsed.answer == answer
+    assert parsed.invocations == invocations
+    assert "#" not in parsed.answer
+    assert all("#" not in inv.prompt for inv in parsed.invocations)
+
+
 @pytest.mark.parametrize("raw", ["", "   ", "just chatting, no flags", "Modality: [SMELL] Prompt: roses", "###"])
 def test_unparsable_falls_back_to_text(raw: str) -> None:
     parsed = parse_meta_response(raw)
@@ -120,3 +228,35 @@ def test_well_formed_blocks_round_trip(blocks: list[tuple[str, str]]) -> None:
     raw = "\n".join(f"Modality: [{flag}] Prompt: {prompt}" for flag, prompt in blocks) + " ###"
     parsed = parse_meta_response(raw)
     assert [(i.modality.value.upper(), i.prompt) for i in parsed.invocations] == blocks
+
+
+PROSE_WORD = st.one_of(
+    st.from_regex(r"[a-z]{1,8}[.,!?]?", fullmatch=True),
+    st.sampled_from(["[IMAGE]", "[audio]", "[ Video ]", "[TEXT]", "[IMAGE] [AUDIO]", "[image],[video]"]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(PROSE_WORD, min_size=1, max_size=12))
+def test_flags_in_text_prose_never_start_blocks(words: list[str]) -> None:
+    prose = " ".join(["word", *words])  # the prose does not itself start with a flag
+    parsed = parse_meta_response(f"Modality: [TEXT] Prompt: {prose} ###")
+    assert parsed.invocations == []
+    assert parsed.answer == prose
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["IMAGE", "VIDEO", "AUDIO"]), st.from_regex(r"[a-z]+( [a-z]+){0,5}", fullmatch=True)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([" ### ", "###", " ###\n", "\n####  "]),
+    st.sampled_from(["", " ### Human: more", "###\n### Human: Modality: [IMAGE] Prompt: ignored"]),
+)
+def test_blocks_separated_by_stops_round_trip(blocks: list[tuple[str, str]], separator: str, tail: str) -> None:
+    raw = separator.join(f"Modality: [{flag}] Prompt: {prompt}" for flag, prompt in blocks) + tail
+    parsed = parse_meta_response(raw)
+    assert [(i.modality.value.upper(), i.prompt) for i in parsed.invocations] == blocks
+    assert parsed.answer == ""

@@ -7,11 +7,17 @@ The release's format is ``Modality: [IMAGE] Prompt: <prompt for the generator> #
 - several flags in one block (``Modality: [IMAGE] [AUDIO] Prompt: …``) give each generator the
   same prompt, as the release does;
 - an optional model name per block: ``Modality: [IMAGE] Model: sdxl Prompt: …``;
-- case and whitespace tolerant; ``Modality:`` may be omitted before a bracketed flag; brackets may
-  be omitted after ``Modality:``; a missing ``Prompt:`` takes the rest of the block (the release
-  crashed there);
+- case and whitespace tolerant; brackets may be omitted after ``Modality:``; a missing ``Prompt:``
+  takes the rest of the block (the release crashed there);
+- a block starts only right after ``Modality:`` (anywhere), or at a bracketed flag at the start of
+  the text or of a line (after optional whitespace), where ``Modality:`` may be omitted. A
+  bracketed flag anywhere else is prose: ``Modality: [TEXT] Prompt: the tag [IMAGE] marks a
+  picture`` is one text answer, with no image invocation;
 - a media prompt ends at the end of its line; a ``[TEXT]`` prompt runs to the next block. Text that
-  is not part of any block is kept as the answer.
+  is not part of any block is kept as the answer;
+- ``###`` ends the meta-response, unless another ``Modality:`` follows it (a backend or model that
+  does not stop at ``###``): then it only separates blocks. ``###`` never reaches a prompt or the
+  answer.
 
 Anything unparsable falls back to a text answer with the raw text, and the raw meta-response is
 always returned to clients.
@@ -47,18 +53,35 @@ class ParsedResponse:
 
 
 _NAMES = "text|image|video|audio"
-# A block starts at one or more bracketed flags (optionally after "Modality:"), or at
-# "Modality: image" without brackets.
+# A block starts at one or more bracketed flags right after "Modality:" (anywhere) or at the start of
+# the text or of a line (after optional whitespace), or at "Modality: image" without brackets. A
+# bracketed flag elsewhere (inside a [TEXT] answer's prose) starts nothing.
 _BLOCK_START = re.compile(
-    rf"(?:modality\s*:\s*)?(?P<flags>\[\s*(?:{_NAMES})\s*\](?:[\s,&+]*(?:and\s+)?\[\s*(?:{_NAMES})\s*\])*)"
+    rf"(?:modality\s*:\s*|^[^\S\n]*)"
+    rf"(?P<flags>\[\s*(?:{_NAMES})\s*\](?:[\s,&+]*(?:and\s+)?\[\s*(?:{_NAMES})\s*\])*)"
     rf"|modality\s*:\s*(?P<bare>(?:{_NAMES}))\b",
-    re.IGNORECASE,
+    re.IGNORECASE | re.MULTILINE,
 )
 _FLAG_NAME = re.compile(rf"\[\s*({_NAMES})\s*\]", re.IGNORECASE)
 _MODEL = re.compile(r"^\s*[,;]?\s*model\s*[:=]\s*(?P<model>[A-Za-z0-9][\w.\-/:@]{0,127})", re.IGNORECASE)
 _PROMPT = re.compile(r"prompt\s*:\s*", re.IGNORECASE)
-_STOP = re.compile(r"\s*#{3,}.*\Z", re.DOTALL)
+_SEPARATOR = re.compile(r"#{3,}")
+_NEXT_BLOCK = re.compile(r"\s*modality\s*:", re.IGNORECASE)
 MAX_PROMPT_CHARS = 4000
+
+
+def _strip_stops(raw: str) -> str:
+    """Cut ``raw`` at the first ``###`` not followed by ``Modality:``; earlier ones become line breaks."""
+    parts: list[str] = []
+    pos = 0
+    for sep in _SEPARATOR.finditer(raw):
+        parts.append(raw[pos : sep.start()])
+        if not _NEXT_BLOCK.match(raw, sep.end()):
+            return "".join(parts)
+        parts.append("\n")
+        pos = sep.end()
+    parts.append(raw[pos:])
+    return "".join(parts)
 
 
 def _flags(match: re.Match[str]) -> list[OutputModality]:
@@ -100,7 +123,7 @@ def parse_meta_response(raw: str) -> ParsedResponse:
 
 
 def _parse(raw: str) -> ParsedResponse:
-    text = _STOP.sub("", raw)
+    text = _strip_stops(raw)
     starts = list(_BLOCK_START.finditer(text))
     if not starts:
         return ParsedResponse(raw=raw, answer=text.strip(), parsed=False)
