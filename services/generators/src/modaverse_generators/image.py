@@ -19,7 +19,7 @@ from .params import KindSpec, OptionSpec
 
 class TextToImage(DiffusersGenerator):
     kind = "text-to-image"
-    release_model = "runwayml/stable-diffusion-v1-5"
+    release_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     spec = KindSpec(
         modality=MediaKind.IMAGE,
         mime_types=IMAGE_MIME_TYPES,

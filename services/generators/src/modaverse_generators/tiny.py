@@ -2,7 +2,7 @@
 
 Built offline, deterministically from a seed, into ``<model_dir>/tiny/generators/<kind>``
 with ``save_pretrained`` and then loaded through the very ``from_pretrained`` code that
-loads ``runwayml/stable-diffusion-v1-5`` and friends. Schedulers match the release:
+loads ``stable-diffusion-v1-5/stable-diffusion-v1-5`` and friends. Schedulers match the release:
 PNDM for Stable Diffusion (its default), DPMSolverMultistep for text-to-video (what the
 ModaVerse release swaps in), DDIM for AudioLDM.
 """
