@@ -72,6 +72,9 @@ class ScriptedLLM(llm_pb2_grpc.LLMServiceServicer):
     async def UnloadAdapter(self, request: Any, context: Any) -> llm_pb2.UnloadAdapterResponse:
         raise FailedPrecondition("the scripted LLM has no adapters")
 
+    async def RenderPrompt(self, request: Any, context: Any) -> llm_pb2.RenderPromptResponse:
+        raise FailedPrecondition("the scripted LLM has no tokenizer")
+
 
 async def start_scripted_llm(port: int = 0) -> tuple[ModaverseServer, ScriptedLLM]:
     """On ``port`` (0: any free one; a fixed one lets it come back on the address a gateway knows)."""

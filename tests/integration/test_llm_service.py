@@ -111,7 +111,7 @@ async def test_several_media_per_turn_and_multi_turn(llm: RunningLLM) -> None:
     two = [user(media(rows(3)), media(rows(4), common_pb2.MODALITY_AUDIO), text("compare"))]
     _, f1 = await generate(llm.stub, request(one, max_tokens=8, **GREEDY))
     _, f2 = await generate(llm.stub, request(two, max_tokens=8, **GREEDY))
-    assert f2.prompt_tokens == f1.prompt_tokens + 4  # " " <Media> row </Media>
+    assert f2.prompt_tokens == f1.prompt_tokens + 3  # <Media> row </Media>, nothing between two items
     history = [
         user(media(rows(3)), text("what is it?")),
         assistant("Modality: [TEXT] Prompt: a dog"),
@@ -307,6 +307,8 @@ BAD: list[tuple[str, llm_pb2.GenerateRequest, str]] = [
     ("many stops", request([user(text("a"))], stop=[str(i) for i in range(9)]), "at most 8"),
     ("empty stop", request([user(text("a"))], stop=[""]), "stop[0]"),
     ("repetition penalty", request([user(text("a"))], repetition_penalty=-1.0), "repetition_penalty"),
+    ("top_logprobs alone", request([user(text("a"))], top_logprobs=3), "top_logprobs needs sampling.logprobs"),
+    ("top_logprobs 21", request([user(text("a"))], logprobs=True, top_logprobs=21), "top_logprobs must be in [0, 20]"),
 ]
 
 
@@ -317,3 +319,169 @@ async def test_bad_input_is_invalid_argument(llm: RunningLLM, name: str, req: An
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
     assert match in str(err.value.details())
     await assert_serving(llm)
+
+
+# -- per-token logprobs ----------------------------------------------------------------------------
+
+
+async def stream(
+    stub: Any, req: llm_pb2.GenerateRequest
+) -> tuple[list[llm_pb2.GenerateResponse], list[llm_pb2.PositionLogprobs], llm_pb2.Final]:
+    """Every reply, every logprobs entry in stream order, and the Final."""
+    replies = [reply async for reply in stub.Generate(req)]
+    assert replies and replies[-1].WhichOneof("event") == "final"
+    assert all(r.WhichOneof("event") == "delta" for r in replies[:-1])
+    return replies, [e for r in replies for e in r.logprobs], replies[-1].final
+
+
+def assert_consistent(e: llm_pb2.PositionLogprobs, top: int) -> None:
+    """One position on its own: a distribution's most likely tokens, the chosen one among them if it ranks."""
+    values = [t.logprob for t in e.top]
+    assert len(e.top) == top and len({t.token_id for t in e.top}) == top
+    assert values == sorted(values, reverse=True)
+    assert e.chosen.logprob <= 0 and all(v <= 0 for v in values)
+    assert sum(math.exp(v) for v in values) <= 1 + 1e-5
+    same = [t for t in e.top if t.token_id == e.chosen.token_id]
+    if same:
+        assert same[0].logprob == e.chosen.logprob and same[0].token == e.chosen.token
+    elif values:
+        assert e.chosen.logprob <= values[-1]
+
+
+@pytest.fixture(scope="module")
+def llm_tokenizer(llm_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(llm_model_dir / "tiny" / "llm" / "base"))
+
+
+def check_tokens(tokenizer: Any, entries: list[llm_pb2.PositionLogprobs], final: llm_pb2.Final) -> None:
+    """The chosen tokens are the answer's tokens; every token string is the tokenizer's own."""
+    chosen = [e.chosen.token_id for e in entries]
+    assert len(entries) == final.completion_tokens
+    assert tokenizer.decode(chosen, skip_special_tokens=True).rstrip("\ufffd") == final.text
+    for e in entries:
+        ids = [e.chosen.token_id, *(t.token_id for t in e.top)]
+        assert [e.chosen.token, *(t.token for t in e.top)] == tokenizer.convert_ids_to_tokens(ids)
+
+
+async def test_logprobs_equal_a_reference_model(llm_model_dir: Path, llm_tokenizer: Any) -> None:
+    """Every position's chosen and top-5 logprobs equal log_softmax of the same HF model (+ peft
+    adapter, or none for "base") run by hand over the service's own prompt ids and its answer."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from modaverse_llm import convert
+    from modaverse_llm.service import make_backend, make_spec
+    from modaverse_llm.settings import LLMSettings
+    from modaverse_protos.llm.v1 import llm_pb2_grpc
+
+    from .in_process import serve
+
+    settings = LLMSettings(host="127.0.0.1", port=0, model_dir=llm_model_dir, batch_max_wait_ms=50.0)
+    backend = make_backend(settings)
+    server, channel, stub = await serve(make_spec(settings, backend), settings, llm_pb2_grpc.LLMServiceStub)
+    try:
+        asked: dict[str, Any] = {"max_tokens": 10, "stop": NEVER, "logprobs": True, "top_logprobs": 5}
+        # Sampled with a penalty, temperature and top-k: the logprobs stay those of the raw logits.
+        sampled: dict[str, Any] = {"temperature": 0.7, "top_k": 20, "repetition_penalty": 1.3, "seed": 3}
+        reqs = [  # different prompt lengths: batched together, the shorter rows are left-padded
+            request([user(text("draw a red cat"))], adapter="", **asked, **GREEDY),
+            request([user(text("what do you see in the picture here?"))], adapter="base", **asked, **GREEDY),
+            request([user(text("sing"))], adapter="default", **asked, **sampled),
+        ]
+        results = await asyncio.gather(*(stream(stub, r) for r in reqs))
+        prompts = [backend.prepare(convert.generation_request(r, 256, torch.float32, 64)) for r in reqs]
+    finally:
+        await channel.close()
+        await server.stop(grace=1)
+
+    tiny = llm_model_dir / "tiny" / "llm"
+    base = AutoModelForCausalLM.from_pretrained(str(tiny / "base"), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(tiny / "adapters" / "default")).eval()
+    for req, prompt, (_, entries, final) in zip(reqs, prompts, results, strict=True):
+        check_tokens(llm_tokenizer, entries, final)
+        assert final.completion_tokens >= 1 and len(prompt.text_ids) == prompt.length == final.prompt_tokens
+        ids = torch.tensor([[*prompt.text_ids, *(e.chosen.token_id for e in entries)]])
+        with torch.inference_mode():
+            if req.adapter == "base":
+                with model.disable_adapter():
+                    logits = model(input_ids=ids).logits[0]
+            else:
+                logits = model(input_ids=ids).logits[0]
+        # Row p predicts answer token p: rows prompt_len-1 .. prompt_len+n-2.
+        want = torch.log_softmax(logits[prompt.length - 1 : prompt.length - 1 + len(entries)].double(), -1)
+        for p, e in enumerate(entries):
+            assert_consistent(e, 5)
+            if req.sampling.temperature == 0:
+                assert e.chosen.token_id == e.top[0].token_id  # greedy: the most likely token
+            # fp32 on CPU, batched cached decode vs one full forward: measured at most 2.3e-6 apart
+            # (float32 rounding; values near -5); 1e-4 leaves room, a wrong distribution is 1e-2 off.
+            assert math.isclose(e.chosen.logprob, float(want[p, e.chosen.token_id]), abs_tol=1e-4)
+            best = torch.topk(want[p], 5)
+            assert [t.logprob for t in e.top] == pytest.approx(best.values.tolist(), abs=1e-4)
+            assert [t.logprob for t in e.top] == pytest.approx([float(want[p, t.token_id]) for t in e.top], abs=1e-4)
+
+
+async def test_logprobs_stream_with_the_deltas(llm: RunningLLM, llm_tokenizer: Any) -> None:
+    msgs = [user(media(rows(7)), text("tell me a story"))]
+    req = request(msgs, max_tokens=24, stop=NEVER, logprobs=True, top_logprobs=3, **GREEDY)
+    replies, entries, final = await stream(llm.stub, req)
+    check_tokens(llm_tokenizer, entries, final)
+    if final.finish_reason == STOP:  # EOS (this prompt's greedy answer ends so): listed too, never shown
+        assert entries[-1].chosen.token_id == llm_tokenizer.eos_token_id
+    assert final.completion_tokens >= 12
+    assert sum(1 for r in replies[:-1] if r.logprobs) >= 2  # streamed with the deltas, not all at the end
+    assert sum(len(r.logprobs) for r in replies[:-1] if r.delta) >= 12
+    for e in entries:
+        assert_consistent(e, 3)
+        assert e.chosen.token_id == e.top[0].token_id
+    # Asking for logprobs changes nothing else.
+    req.sampling.logprobs, req.sampling.top_logprobs = False, 0
+    replies, entries, plain = await stream(llm.stub, req)
+    assert plain.text == final.text and not entries
+
+
+async def test_logprobs_include_the_stop_string_tokens(llm: RunningLLM, llm_tokenizer: Any) -> None:
+    msgs = [user(text("tell me a story"))]
+    _, free, full = await stream(llm.stub, request(msgs, max_tokens=40, stop=NEVER, logprobs=True, **GREEDY))
+    stop = full.text[4:7]  # known to be in the greedy answer; its tokens are generated, then cut
+    _, entries, final = await stream(llm.stub, request(msgs, max_tokens=40, stop=[stop], logprobs=True, **GREEDY))
+    assert final.finish_reason == STOP and stop not in final.text and full.text.startswith(final.text)
+    assert len(entries) == final.completion_tokens > 0
+    chosen = [e.chosen.token_id for e in entries]
+    assert chosen == [e.chosen.token_id for e in free[: len(chosen)]]  # the same tokens as without the stop
+    assert stop in llm_tokenizer.decode(chosen, skip_special_tokens=True)
+    assert all(not e.top for e in entries)  # logprobs without top_logprobs: the chosen token only
+    assert [e.chosen.logprob for e in entries] == [e.chosen.logprob for e in free[: len(chosen)]]
+
+
+async def test_no_logprobs_unless_asked(llm: RunningLLM) -> None:
+    replies, entries, final = await stream(
+        llm.stub, request([user(text("hello"))], max_tokens=12, stop=NEVER, **GREEDY)
+    )
+    assert final.completion_tokens == 12 and not entries and all(not r.logprobs for r in replies)
+
+
+async def test_seeded_sampling_with_logprobs(llm: RunningLLM, llm_tokenizer: Any) -> None:
+    def req(logprobs: bool) -> llm_pb2.GenerateRequest:
+        sampling: dict[str, Any] = {"logprobs": True, "top_logprobs": 4} if logprobs else {}
+        msgs = [user(media(rows(9)), text("surprise me"))]
+        return request(msgs, max_tokens=16, stop=NEVER, temperature=1.0, top_p=1.0, seed=11, **sampling)
+
+    # Mixed rows in one batch: only the row that asks gets entries, and nobody's tokens change.
+    (_, a, fa), (_, b, fb), (_, none, fn) = await asyncio.gather(
+        stream(llm.stub, req(True)), stream(llm.stub, req(True)), stream(llm.stub, req(False))
+    )
+    check_tokens(llm_tokenizer, a, fa)
+    assert fa.text == fb.text == fn.text and not none
+    # Seeded: the same tokens and values (batched rows may differ in the last float32 bits).
+    assert [(e.chosen.token_id, [t.token_id for t in e.top]) for e in a] == [
+        (e.chosen.token_id, [t.token_id for t in e.top]) for e in b
+    ]
+    assert [e.chosen.logprob for e in a] == pytest.approx([e.chosen.logprob for e in b], abs=1e-5)
+    for e in a:
+        assert_consistent(e, 4)
+    # Sampled, not greedy: somewhere the chosen token is not the most likely one.
+    assert any(e.chosen.token_id != e.top[0].token_id for e in a)

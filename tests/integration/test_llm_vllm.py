@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
 
 from modaverse_llm.tiny import build_lora_adapter, ensure_tiny_llm
-from modaverse_protos.llm.v1 import llm_pb2
+from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 
 from .llm_fixtures import RunningLLM, generate, media, request, rows, start_llm, text, user
 
@@ -64,6 +65,79 @@ async def test_same_greedy_text_as_transformers(pair: tuple[RunningLLM, RunningL
         assert got.text == want.text, req.adapter
         assert "".join(deltas) == got.text
         assert (got.prompt_tokens, got.completion_tokens) == (want.prompt_tokens, want.completion_tokens)
+
+
+async def stream_logprobs(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, req: llm_pb2.GenerateRequest
+) -> tuple[list[llm_pb2.GenerateResponse], list[llm_pb2.PositionLogprobs], llm_pb2.Final]:
+    replies = [reply async for reply in stub.Generate(req)]
+    assert replies[-1].WhichOneof("event") == "final"
+    return replies, [e for r in replies for e in r.logprobs], replies[-1].final
+
+
+# Both backends run the tiny model in float32 on CPU with different kernels (vLLM's CPU attention,
+# fused layers and its own log_softmax vs transformers' path), so the values differ by float32
+# rounding only: at most 3.3e-6 measured on these cases (logprobs around -5). 1e-4 leaves a 30x
+# margin for other CPUs/threads, and is still far below what a wrong position, adapter, media row or
+# a post-temperature/penalty distribution changes (1e-2 and more on the same values).
+LOGPROB_TOL = 1e-4
+
+
+async def test_logprobs_equal_transformers(pair: tuple[RunningLLM, RunningLLM]) -> None:
+    served, reference = pair
+    for req in cases():
+        req.sampling.logprobs, req.sampling.top_logprobs = True, 5
+        replies, got, final = await stream_logprobs(served.stub, req)
+        _, want, want_final = await stream_logprobs(reference.stub, req)
+        assert final.text == want_final.text
+        assert len(got) == len(want) == final.completion_tokens == want_final.completion_tokens
+        assert sum(1 for r in replies[:-1] if r.logprobs) >= 2, "entries stream with the deltas"
+        for p, (g, w) in enumerate(zip(got, want, strict=True)):
+            where = f"adapter {req.adapter!r}, position {p}"
+            assert (g.chosen.token_id, g.chosen.token) == (w.chosen.token_id, w.chosen.token), where
+            assert g.chosen.token_id == g.top[0].token_id, where  # greedy
+            assert [t.token_id for t in g.top] == [t.token_id for t in w.top], where
+            assert [t.token for t in g.top] == [t.token for t in w.top], where
+            diffs = [abs(g.chosen.logprob - w.chosen.logprob)]
+            diffs += [abs(a.logprob - b.logprob) for a, b in zip(g.top, w.top, strict=True)]
+            assert max(diffs) < LOGPROB_TOL, (where, max(diffs))
+
+
+async def test_logprobs_of_a_stopped_and_a_sampled_request(pair: tuple[RunningLLM, RunningLLM]) -> None:
+    served, reference = pair
+    msgs = [user(media(rows(40)), text("what is this?"))]
+    _, free, full = await stream_logprobs(
+        reference.stub, request(msgs, max_tokens=24, stop=NEVER, temperature=0.0, logprobs=True)
+    )
+    # A stop string's tokens are listed too (vLLM holds its text back; the entries still come).
+    stop = full.text[4:7]
+    req = request(msgs, max_tokens=24, stop=[stop], temperature=0.0, logprobs=True)
+    _, got, final = await stream_logprobs(served.stub, req)
+    _, want, _ = await stream_logprobs(reference.stub, req)
+    assert final.finish_reason == 1 and stop not in final.text
+    assert len(got) == final.completion_tokens == len(want)
+    assert [e.chosen.token_id for e in got] == [e.chosen.token_id for e in want]
+    assert [e.chosen.token_id for e in got] == [e.chosen.token_id for e in free[: len(got)]]
+    assert all(not e.top for e in got)  # logprobs without top_logprobs: the chosen token only
+    # Sampled with temperature, top-k and a penalty: every token listed, each from the raw logits.
+    # The first position depends on the prompt alone, so it equals the greedy reference's.
+    sampling: dict[str, Any] = {"temperature": 0.5, "top_k": 5, "repetition_penalty": 1.5, "seed": 4}
+    sampled = request(msgs, max_tokens=12, stop=NEVER, logprobs=True, top_logprobs=3, **sampling)
+    _, got, final = await stream_logprobs(served.stub, sampled)
+    _, want, _ = await stream_logprobs(
+        reference.stub, request(msgs, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=3)
+    )
+    assert len(got) == final.completion_tokens
+    assert [t.token_id for t in got[0].top] == [t.token_id for t in want[0].top]
+    assert [t.logprob for t in got[0].top] == pytest.approx([t.logprob for t in want[0].top], abs=LOGPROB_TOL)
+    for e in got:
+        values = [t.logprob for t in e.top]
+        assert len(values) == 3 and values == sorted(values, reverse=True) and e.chosen.logprob <= values[0]
+        same = [t.logprob for t in e.top if t.token_id == e.chosen.token_id]
+        assert same == [] or same == [e.chosen.logprob]
+    # Off: no entries at all.
+    _, got, _ = await stream_logprobs(served.stub, request(msgs, max_tokens=6, stop=NEVER, temperature=0.0))
+    assert not got
 
 
 async def test_concurrent_requests_are_safe_on_cpu(pair: tuple[RunningLLM, RunningLLM]) -> None:

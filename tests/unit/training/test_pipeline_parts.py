@@ -33,7 +33,8 @@ def test_training_prompt_is_the_serving_prompt_plus_the_target(tiny: Tiny) -> No
     (media_pos,) = enc.media_pos
     assert list(enc.ids[: enc.prompt_len]) == [*ids[:media_pos], enc.ids[media_pos], *ids[media_pos:]]
     assert served.length == enc.prompt_len
-    assert tokenizer.decode(list(enc.ids[enc.prompt_len :])) == " Modality: [TEXT] Prompt: A red circle. ###"
+    # The release's target: the meta-response then " ###", one stripped run (byte-level: no leading space).
+    assert tokenizer.decode(list(enc.ids[enc.prompt_len :])) == "Modality: [TEXT] Prompt: A red circle. ###"
     batch = collate([enc], [[7]], pad_id=0)
     labels = batch.labels[0].tolist()
     assert labels[: enc.prompt_len] == [IGNORE] * enc.prompt_len  # loss only on the response

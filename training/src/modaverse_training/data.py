@@ -1,10 +1,10 @@
 """Examples → token sequences, built by the LLM service's own PromptBuilder.
 
-Serving builds ``BOS ### Human: <Media>[row]</Media> {instruction}\\n### Assistant:`` with
-``modaverse_llm.prompt.PromptBuilder``; training builds the very same pieces through it (a media
+Serving builds the release's ``BOS ### Human: <Media>[row]</Media> {instruction}\\n### Assistant:``
+with ``modaverse_llm.prompt.PromptBuilder``; training builds the very same pieces through it (a media
 row is a placeholder position here, filled with the adaptor's output at each step) and appends the
-target as serving appends an assistant turn: ``" " + target_text()`` (the ``###`` stop included,
-the trailing newline not, since generation stops at ``###``). Loss falls only on the target.
+target as the release does and as serving renders an earlier assistant turn
+(``PromptBuilder.assistant_ids``): the meta-response, then `` ###``. Loss falls only on the target.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def user_message(example: Example, rows: Sequence[torch.Tensor]) -> Message:
 
 def encode_example(builder: PromptBuilder, example: Example, root: Path, context_length: int) -> Encoded:
     placeholder = torch.zeros(1, 1)  # one row per item (the release's adaptor); width irrelevant here
-    target = [int(i) for i in builder.tokenizer.encode(" " + example.target_text(), add_special_tokens=False)]
+    target = builder.assistant_ids(example.meta_text())
     prompt = builder.build([user_message(example, [placeholder] * len(example.media))], context_length, len(target))
     ids: list[int] = []
     media_pos: list[int] = []
@@ -52,8 +52,8 @@ def encode_example(builder: PromptBuilder, example: Example, root: Path, context
         if isinstance(piece, list):
             ids += piece
         else:
-            media_pos += range(len(ids), len(ids) + int(piece.shape[0]))
-            ids += [builder.media_end] * int(piece.shape[0])  # any id: the embedding is replaced
+            media_pos += range(len(ids), len(ids) + len(piece))
+            ids += [builder.media_end] * len(piece)  # any id: the embedding is replaced
     return Encoded(tuple(ids + target), len(ids), tuple(media_pos), resolve_media(example, root))
 
 

@@ -27,6 +27,7 @@ import torch
 from modaverse_encoder.artifacts import EncoderArtifacts
 from modaverse_encoder.checkpoint import ARCH_CONFIG_NAME, CHECKPOINT_NAME
 from modaverse_llm.compat import prime_transformers
+from modaverse_llm.template import PROMPT_FORMAT
 
 from .model import ModaVerseModel
 
@@ -84,5 +85,8 @@ def export(model: ModaVerseModel, encoder: EncoderArtifacts, out: Path, info: di
         _swap(staging / "encoder", out / "encoder")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    (out / EXPORT_INFO).write_text(json.dumps(info or {}, indent=2, default=str) + "\n")
+    # The prompt format it was trained on: a later format change retrains instead of serving it stale.
+    (out / EXPORT_INFO).write_text(
+        json.dumps({**(info or {}), "prompt_format": PROMPT_FORMAT}, indent=2, default=str) + "\n"
+    )
     return out

@@ -19,6 +19,7 @@ from typing import Any
 
 from modaverse_encoder.settings import EncoderSettings
 from modaverse_encoder.tiny import ensure_tiny_encoder
+from modaverse_llm.template import PROMPT_FORMAT
 from modaverse_llm.tiny import ensure_tiny_llm
 
 from .builder import CaptionedMedia, build_examples, read_captions
@@ -87,9 +88,12 @@ def run_tiny(model_dir: Path, work: Path, recipe: TinyRecipe, force: bool = Fals
     """Returns the export's summary; skips everything when the tiny profile already holds an export."""
     out = model_dir / "tiny"
     if (out / EXPORT_INFO).is_file() and not force:
-        log.info("trained tiny model already exported in %s (use --force to retrain)", out)
         summary: dict[str, Any] = json.loads((out / EXPORT_INFO).read_text())
-        return summary
+        if summary.get("prompt_format") == PROMPT_FORMAT:
+            log.info("trained tiny model already exported in %s (use --force to retrain)", out)
+            return summary
+        log.info("the export in %s was trained on another prompt format: retraining", out)
+        force = True
     started = time.perf_counter()
     if force:  # retrain from scratch: the old run's checkpoints belong to another configuration
         shutil.rmtree(work / "run", ignore_errors=True)

@@ -54,10 +54,13 @@ class Example:
     id: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def target_text(self) -> str:
+    def meta_text(self) -> str:
         """The meta-response the LLM is trained to write (the release's format, one block per line)."""
-        blocks = [f"Modality: [{inv.modality.upper()}] Prompt: {inv.prompt}" for inv in self.meta_response]
-        return "\n".join(blocks) + " ###"
+        return "\n".join(f"Modality: [{inv.modality.upper()}] Prompt: {inv.prompt}" for inv in self.meta_response)
+
+    def target_text(self) -> str:
+        """The training target as text: the meta-response, then the release's `` ###`` stop."""
+        return self.meta_text() + " ###"
 
     def to_record(self) -> dict[str, Any]:
         """The release's shape when it fits (≤ 1 item per kind, 1 invocation), else the extended one."""

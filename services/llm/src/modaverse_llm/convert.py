@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from modaverse_protos.common.v1 import common_pb2
@@ -9,6 +11,7 @@ from modaverse_protos.llm.v1 import llm_pb2
 from modaverse_runtime.errors import InvalidArgument
 from modaverse_runtime.tensors import to_torch
 
+from .prompt import MediaPiece, PreparedPrompt
 from .types import (
     AdapterInfo,
     BackendInfo,
@@ -102,6 +105,8 @@ def sampling(params: llm_pb2.SamplingParams) -> SamplingParams:
         seed=params.seed if params.HasField("seed") else None,
         stop=tuple(params.stop) if params.stop else d.stop,
         repetition_penalty=params.repetition_penalty if params.HasField("repetition_penalty") else 1.0,
+        logprobs=params.logprobs,
+        top_logprobs=params.top_logprobs,
     )
 
 
@@ -113,6 +118,8 @@ def sampling_proto(p: SamplingParams) -> llm_pb2.SamplingParams:
         top_k=p.top_k,
         stop=list(p.stop),
         repetition_penalty=p.repetition_penalty,
+        logprobs=p.logprobs,
+        top_logprobs=p.top_logprobs,
     )
     if p.seed is not None:
         out.seed = p.seed
@@ -130,9 +137,16 @@ def generation_request(
 
 
 def event_response(event: Event) -> llm_pb2.GenerateResponse:
+    logprobs = [
+        llm_pb2.PositionLogprobs(
+            chosen=llm_pb2.TokenLogprob(token_id=p.chosen.token_id, token=p.chosen.token, logprob=p.chosen.logprob),
+            top=[llm_pb2.TokenLogprob(token_id=t.token_id, token=t.token, logprob=t.logprob) for t in p.top],
+        )
+        for p in event.logprobs
+    ]
     if isinstance(event, Delta):
-        return llm_pb2.GenerateResponse(delta=event.text)
-    return llm_pb2.GenerateResponse(final=final(event))
+        return llm_pb2.GenerateResponse(delta=event.text, logprobs=logprobs)
+    return llm_pb2.GenerateResponse(final=final(event), logprobs=logprobs)
 
 
 def final(c: Completion) -> llm_pb2.Final:
@@ -161,3 +175,25 @@ def info_response(info: BackendInfo, profile: str) -> llm_pb2.InfoResponse:
         max_batch_size=info.max_batch_size,
         profile=profile,
     )
+
+
+MODALITY_CODES = {name: code for code, name in _MODALITIES.items()}
+
+
+def render_response(prompt: PreparedPrompt, tokenizer: Any, context_length: int) -> llm_pb2.RenderPromptResponse:
+    """What the model sees: token runs with their token strings, and the media slots between them."""
+    out = llm_pb2.RenderPromptResponse(
+        length=prompt.length, truncated_messages=prompt.truncated_messages, context_length=context_length
+    )
+    text: list[str] = []
+    for piece in prompt.pieces:
+        if isinstance(piece, MediaPiece):
+            out.pieces.add(media=llm_pb2.MediaSlot(modality=MODALITY_CODES[piece.modality], rows=len(piece)))
+            text.append(f"<{piece.modality} rows={len(piece)}>")
+        else:
+            decoded = str(tokenizer.decode(piece, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+            tokens = [str(t) for t in tokenizer.convert_ids_to_tokens(piece)]
+            out.pieces.add(tokens=llm_pb2.TokenRun(ids=piece, tokens=tokens, text=decoded))
+            text.append(decoded)
+    out.text = "".join(text)
+    return out

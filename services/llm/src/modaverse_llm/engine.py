@@ -22,7 +22,7 @@ from . import metrics
 from .prompt import PreparedPrompt
 from .sampling import choose_token
 from .stops import StopScanner
-from .types import Completion, Delta, FinishReason, SamplingParams
+from .types import Completion, Delta, FinishReason, PositionLogprobs, SamplingParams, TokenLogprob
 
 PEFT_BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -46,25 +46,40 @@ class _Row:
         self.generator = None if job.sampling.greedy else torch.Generator().manual_seed(seed)
         self.ids: list[int] = []
         self.result: Completion | None = None
+        self.pending: list[PositionLogprobs] = []  # logprobs of tokens not yet sent with a Delta
+
+    def take_logprobs(self) -> tuple[PositionLogprobs, ...]:
+        if not self.pending:
+            return ()
+        out = tuple(self.pending)
+        self.pending.clear()
+        return out
 
     def finish(self, reason: FinishReason) -> None:
         tail = self.scanner.flush()
         if tail and reason is not FinishReason.CANCELLED:
-            self.job.emit(Delta(tail))
+            self.job.emit(Delta(tail, self.take_logprobs()))
         self.result = Completion(
-            self.scanner.text, self.job.prompt.length, len(self.ids), reason, self.job.prompt.truncated_messages
+            self.scanner.text,
+            self.job.prompt.length,
+            len(self.ids),
+            reason,
+            self.job.prompt.truncated_messages,
+            self.take_logprobs(),
         )
         metrics.FINISHED.labels(reason.value).inc()
         metrics.TOKENS.inc(len(self.ids))
 
-    def push(self, token: int, eos: set[int]) -> None:
+    def push(self, token: int, eos: set[int], logprobs: PositionLogprobs | None = None) -> None:
         self.ids.append(token)
+        if logprobs is not None:  # sent with the next Delta (held-back text sends none) or the Completion
+            self.pending.append(logprobs)
         if token in eos:  # ends the answer; counted as a completion token, never shown
             self.finish(FinishReason.STOP)
             return
         delta = self.scanner.update(self.decode(self.ids))
         if delta:
-            self.job.emit(Delta(delta))
+            self.job.emit(Delta(delta, self.take_logprobs()))
         if self.scanner.stopped:
             self.finish(FinishReason.STOP)
         elif len(self.ids) >= self.limit:
@@ -83,6 +98,25 @@ class ModelHandle:
     dtype: torch.dtype
     context_length: int
     uses_peft: bool
+    # The tokenizer's convert_ids_to_tokens (token strings for logprobs); None: decode each id alone.
+    token_strings: Callable[[list[int]], list[str]] | None = None
+
+
+def position_logprobs(
+    logits: torch.Tensor, token: int, top: int, token_strings: Callable[[list[int]], list[str]]
+) -> PositionLogprobs:
+    """log_softmax of one row's raw (vocab,) float32 logits (before penalty, temperature, top-k/p):
+    the chosen token's value and the ``top`` most likely tokens, most likely first."""
+    logprobs = torch.log_softmax(logits, dim=-1)
+    ids, values = [token], [float(logprobs[token])]
+    if top > 0:
+        best = torch.topk(logprobs, min(top, logprobs.numel()))
+        ids += [int(i) for i in best.indices.tolist()]
+        values += [float(v) for v in best.values.tolist()]
+    entries = [
+        TokenLogprob(i, s if s is not None else "", v) for i, s, v in zip(ids, token_strings(ids), values, strict=True)
+    ]
+    return PositionLogprobs(entries[0], tuple(entries[1:]))
 
 
 def _embed_prompt(h: ModelHandle, prompt: PreparedPrompt) -> torch.Tensor:
@@ -91,7 +125,7 @@ def _embed_prompt(h: ModelHandle, prompt: PreparedPrompt) -> torch.Tensor:
         if isinstance(piece, list):
             parts.append(h.embed(torch.tensor(piece, dtype=torch.long, device=h.device)))
         else:
-            parts.append(piece.to(device=h.device, dtype=h.dtype))
+            parts.append(piece.rows.to(device=h.device, dtype=h.dtype))
     return torch.cat(parts, dim=0)
 
 
@@ -113,6 +147,7 @@ def _forward(
 @torch.inference_mode()
 def decode_batch(h: ModelHandle, jobs: Sequence[Job]) -> list[Completion]:
     rows = [_Row(job, h.decode, h.context_length) for job in jobs]
+    strings = h.token_strings or (lambda ids: [h.decode([i]) for i in ids])
     for row in rows:
         if row.job.cancelled.is_set():
             row.finish(FinishReason.CANCELLED)
@@ -138,8 +173,10 @@ def decode_batch(h: ModelHandle, jobs: Sequence[Job]) -> list[Completion]:
                 row.finish(FinishReason.CANCELLED)
                 continue
             seen = [*row.job.prompt.text_ids, *row.ids] if row.job.sampling.repetition_penalty != 1.0 else []
-            token = choose_token(logits[b], row.job.sampling, seen, row.generator)
-            row.push(token, h.eos)
+            p = row.job.sampling
+            token = choose_token(logits[b], p, seen, row.generator)
+            entry = position_logprobs(logits[b], token, p.top_logprobs, strings) if p.logprobs else None
+            row.push(token, h.eos, entry)
             if row.result is None:
                 keep.append(b)
                 tokens.append(token)

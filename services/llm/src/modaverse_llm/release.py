@@ -1,13 +1,15 @@
 """Import the released ModaVerse checkpoint (``ModaVerse-7b-v0``) into the serving layout.
 
-The release (DESIGN §5) is a folder with ``pytorch_model.pt`` holding only the trained tensors,
-applied on top of Vicuna-7B v0::
+The release (xinke-wang/ModaVerse) is a folder with ``pytorch_model.pt`` holding only the trained
+tensors, applied on top of Vicuna-7B v0::
 
     linear_proj.weight / .bias                                                    -> the encoder's adaptor
     LLM.base_model.model.model.layers.<i>.self_attn.<q|k|v|o>_proj.lora_<A|B>.default.weight  -> peft adapter
     LLM.base_model.model.model.embed_tokens.weight, LLM.base_model.model.lm_head.weight       -> base model
 
-plus the tokenizer files (with the 6 added tokens) and ``config.json``. We write into ``out``:
+plus the tokenizer files (with the 6 added tokens; the slow sentencepiece layout, or a
+``tokenizer.json``) and ``config.json``. Before writing anything, the parts are checked against each
+other and the base (``check_release``): vocabulary, hidden size, added-token ids, LoRA shapes. We write into ``out``:
 ``base/`` (Vicuna with embed_tokens/lm_head resized to the release's vocabulary and replaced by the
 trained ones, and the release's tokenizer), ``adapters/default/`` (a peft LoRA folder) and
 ``adaptor/`` (``adaptor_config.json`` + ``adaptor.safetensors`` with ``shared.weight/bias``, the
@@ -27,11 +29,17 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from modaverse_runtime.errors import FailedPrecondition
+
 from .compat import prime_transformers
+from .prompt import added_token_id
 from .template import ADDED_TOKENS
 from .tiny import LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS
+from .tokenizer import load_tokenizer
 
 CHECKPOINT = "pytorch_model.pt"
+# What convert-release writes under its output root (the chart's release.root points there).
+OUT_BASE, OUT_ADAPTER, OUT_ADAPTOR = "base", "adapters/default", "adaptor"
 _LORA_KEY = re.compile(
     r"^LLM\.base_model\.model\.model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.lora_([AB])\.default\.weight$"
 )
@@ -95,9 +103,60 @@ def _write_adaptor(state: dict[str, torch.Tensor], out: Path) -> None:
     )
 
 
-def _write_base(state: dict[str, torch.Tensor], release: Path, base: Path, out: Path) -> None:
+def check_release(state: dict[str, torch.Tensor], tokenizer: Any, base_config: Any) -> None:
+    """Refuse a release whose parts do not fit each other or the base (ValueError naming the part)."""
+    embed, head = state[_EMBED], state[_HEAD]
+    rows, hidden = int(embed.shape[0]), int(embed.shape[1])
+    problems: list[str] = []
+    if tuple(head.shape) != (rows, hidden):
+        problems.append(f"lm_head is {list(head.shape)} but embed_tokens is {[rows, hidden]}")
+    if hidden != int(base_config.hidden_size):
+        problems.append(f"the checkpoint's hidden size is {hidden}, the base model's {base_config.hidden_size}")
+    if rows - len(ADDED_TOKENS) != int(base_config.vocab_size):
+        problems.append(
+            f"the checkpoint has {rows} embedding rows; the base's {base_config.vocab_size} plus the release's "
+            f"{len(ADDED_TOKENS)} added tokens would be {int(base_config.vocab_size) + len(ADDED_TOKENS)}"
+        )
+    if len(tokenizer) != rows:
+        problems.append(f"the tokenizer has {len(tokenizer)} tokens but embed_tokens has {rows} rows")
+    want = list(range(rows - len(ADDED_TOKENS), rows))
+    got = [tokenizer.convert_tokens_to_ids(t) for t in ADDED_TOKENS]
+    for token in ADDED_TOKENS:
+        try:
+            added_token_id(tokenizer, token)
+        except FailedPrecondition as exc:
+            problems.append(exc.message)
+    if got != want:
+        named = ", ".join(f"{t}={i}" for t, i in zip(ADDED_TOKENS, got, strict=True))
+        problems.append(f"the added tokens must be ids {want[0]}..{want[-1]} in the release's order, got {named}")
+    proj = state[_PROJ_W]
+    if proj.dim() != 2 or int(proj.shape[0]) != hidden or tuple(state[_PROJ_B].shape) != (hidden,):
+        problems.append(f"linear_proj is {list(proj.shape)}; it must map ImageBind's features to {hidden}")
+    layers = int(base_config.num_hidden_layers)
+    for key, value in state.items():
+        m = _LORA_KEY.match(key)
+        if m is None:
+            continue
+        if int(m.group(1)) >= layers:
+            problems.append(f"{key}: the base model has {layers} layers")
+        elif value.dim() != 2 or (m.group(3) == "A" and int(value.shape[1]) != hidden):
+            problems.append(f"{key} is {list(value.shape)}; lora_A must be (r, {hidden})")
+    if problems:
+        raise ValueError("the release does not fit the base model: " + "; ".join(problems))
+
+
+def _release_tokenizer(release: Path, base: Path) -> Any:
+    if any((release / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        return load_tokenizer(str(release))
+    tokenizer = load_tokenizer(str(base))  # rebuilt as the release's code builds it at start-up
+    for token in ADDED_TOKENS:
+        tokenizer.add_tokens([token])
+    return tokenizer
+
+
+def _write_base(state: dict[str, torch.Tensor], tokenizer: Any, base: Path, out: Path) -> None:
     prime_transformers()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(base))
     embed, head = state[_EMBED], state[_HEAD]
@@ -108,12 +167,6 @@ def _write_base(state: dict[str, torch.Tensor], release: Path, base: Path, out: 
         inputs.weight.copy_(embed)
         outputs.weight.copy_(head)
     model.save_pretrained(str(out))
-    has_tokenizer = any((release / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"))
-    tokenizer = AutoTokenizer.from_pretrained(str(release if has_tokenizer else base))
-    if not has_tokenizer:
-        tokenizer.add_tokens(list(ADDED_TOKENS))
-    if len(tokenizer) != embed.shape[0]:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but embed_tokens has {embed.shape[0]} rows")
     tokenizer.save_pretrained(str(out))
 
 
@@ -122,12 +175,17 @@ def convert_release(release: Path, base: Path, out: Path) -> Path:
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new folder")
     state = read_release(release)
+    prime_transformers()
+    from transformers import AutoConfig
+
+    tokenizer = _release_tokenizer(release, base)
+    check_release(state, tokenizer, AutoConfig.from_pretrained(str(base)))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".release-", dir=out.parent))
     try:
-        _write_base(state, release, base, staging / "base")
-        _write_adapter(state, staging / "adapters" / "default", str(out / "base"))
-        _write_adaptor(state, staging / "adaptor")
+        _write_base(state, tokenizer, base, staging / OUT_BASE)
+        _write_adapter(state, staging / OUT_ADAPTER, str(out / OUT_BASE))
+        _write_adaptor(state, staging / OUT_ADAPTOR)
         os.rename(staging, out)
     finally:
         if staging.exists():

@@ -11,6 +11,8 @@ from modaverse_runtime.errors import InvalidArgument
 
 from .types import SamplingParams
 
+MAX_TOP_LOGPROBS = 20  # as OpenAI's top_logprobs
+
 
 def validate_sampling(p: SamplingParams, max_tokens_cap: int, max_stop: int, max_stop_chars: int) -> None:
     if not 1 <= p.max_tokens <= max_tokens_cap:
@@ -30,6 +32,10 @@ def validate_sampling(p: SamplingParams, max_tokens_cap: int, max_stop: int, max
     for i, s in enumerate(p.stop):
         if not s or len(s) > max_stop_chars:
             raise InvalidArgument(f"sampling.stop[{i}] must have 1 to {max_stop_chars} characters")
+    if not 0 <= p.top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidArgument(f"sampling.top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {p.top_logprobs}")
+    if p.top_logprobs and not p.logprobs:
+        raise InvalidArgument("sampling.top_logprobs needs sampling.logprobs = true")
 
 
 def choose_token(

@@ -28,6 +28,15 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         async for event in b.generate(domain):
             yield convert.event_response(event)
 
+    async def RenderPrompt(
+        self, request: llm_pb2.GenerateRequest, context: aio.ServicerContext[Any, Any]
+    ) -> llm_pb2.RenderPromptResponse:
+        b = self.backend
+        b.require_ready()
+        domain = convert.generation_request(request, b.hidden_size, b.dtype, self.settings.max_media_rows)
+        assert b.builder is not None
+        return convert.render_response(b.prepare(domain), b.builder.tokenizer, b.context_length)
+
     async def Info(self, request: llm_pb2.InfoRequest, context: aio.ServicerContext[Any, Any]) -> llm_pb2.InfoResponse:
         self.backend.require_ready()
         return convert.info_response(self.backend.info(), self.settings.profile)

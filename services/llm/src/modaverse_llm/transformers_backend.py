@@ -25,6 +25,7 @@ from .compat import prime_transformers
 from .engine import PEFT_BASE, Job, ModelHandle, decode_batch
 from .prompt import PromptBuilder
 from .settings import LLMSettings
+from .tokenizer import check_vocabulary, load_tokenizer
 from .types import AdapterInfo, Completion, Delta, Event, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,16 @@ class TransformersBackend(LLMBackend):
     # -- loading (blocking; the server calls it off the loop) ---------------------------------------
     def _load(self) -> None:
         prime_transformers()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         artifacts = resolve_artifacts(self.settings)
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
         device = resolve_device(self.settings.device)
         dtype = resolve_dtype(self.settings.dtype, device)
-        self._tokenizer = AutoTokenizer.from_pretrained(artifacts.base)
+        self._tokenizer = load_tokenizer(artifacts.base)
         model = AutoModelForCausalLM.from_pretrained(artifacts.base, dtype=dtype)
+        check_vocabulary(self._tokenizer, int(model.config.vocab_size), artifacts.base)
         model = model.to(device).eval()  # type: ignore[arg-type]
         self.model_name = artifacts.base
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
@@ -73,6 +75,7 @@ class TransformersBackend(LLMBackend):
             dtype=dtype,
             context_length=self.context_length,
             uses_peft=False,
+            token_strings=lambda ids: list(tokenizer.convert_ids_to_tokens(ids)),
         )
         for name, path in artifacts.adapters.items():
             self._attach(name, str(path))

@@ -53,6 +53,8 @@ class SamplingParams:
     seed: int | None = None  # None = a fresh random seed per request
     stop: tuple[str, ...] = (DEFAULT_STOP,)
     repetition_penalty: float = 1.0
+    logprobs: bool = False  # report each generated token's log-probability (raw distribution)
+    top_logprobs: int = 0  # with logprobs: also this many most likely alternatives per position
 
     @property
     def greedy(self) -> bool:
@@ -67,8 +69,25 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    token: str  # the tokenizer's own token string (e.g. "▁cat")
+    logprob: float
+
+
+@dataclass(frozen=True)
+class PositionLogprobs:
+    """One generated position: log_softmax of the model's raw next-token logits (before penalties,
+    temperature, top-k/top-p) at the chosen token, and the ``top_logprobs`` most likely tokens."""
+
+    chosen: TokenLogprob
+    top: tuple[TokenLogprob, ...] = ()  # most likely first
+
+
+@dataclass(frozen=True)
 class Delta:
     text: str
+    logprobs: tuple[PositionLogprobs, ...] = ()  # tokens generated since the previous event, in order
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,7 @@ class Completion:
     completion_tokens: int
     finish_reason: FinishReason
     truncated_messages: int
+    logprobs: tuple[PositionLogprobs, ...] = ()  # tokens not yet sent with a Delta
 
 
 Event = Delta | Completion

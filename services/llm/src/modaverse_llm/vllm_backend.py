@@ -34,7 +34,17 @@ from .artifacts import resolve_artifacts
 from .base import LLMBackend
 from .compat import prime_transformers
 from .prompt import PreparedPrompt, PromptBuilder
-from .types import AdapterInfo, Completion, Delta, Event, FinishReason, GenerationRequest
+from .tokenizer import check_vocabulary, load_tokenizer
+from .types import (
+    AdapterInfo,
+    Completion,
+    Delta,
+    Event,
+    FinishReason,
+    GenerationRequest,
+    PositionLogprobs,
+    TokenLogprob,
+)
 
 
 class VLLMBackend(LLMBackend):
@@ -56,7 +66,7 @@ class VLLMBackend(LLMBackend):
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
             raise FailedPrecondition("MODAVERSE_LLM_IMPL=vllm needs vLLM installed (make vllm-venv on CPU)") from exc
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         artifacts = resolve_artifacts(self.settings)
         self.model_name = artifacts.base
@@ -67,7 +77,9 @@ class VLLMBackend(LLMBackend):
         self.dtype = torch.float32 if self._cpu and self.settings.dtype == "auto" else torch.float16
         if self.settings.dtype in ("float32", "float16", "bfloat16"):
             self.dtype = getattr(torch, self.settings.dtype)
-        self.builder = PromptBuilder(AutoTokenizer.from_pretrained(artifacts.base))
+        tokenizer = load_tokenizer(artifacts.base)
+        check_vocabulary(tokenizer, int(config.vocab_size), artifacts.base)
+        self.builder = PromptBuilder(tokenizer)
         args = AsyncEngineArgs(
             model=artifacts.base,
             dtype=str(self.dtype).removeprefix("torch."),
@@ -117,7 +129,7 @@ class VLLMBackend(LLMBackend):
             if isinstance(piece, list):
                 rows.append(self._embed_table[torch.tensor(piece, dtype=torch.long)].to(self.dtype))
             else:
-                rows.append(piece.to(self.dtype))
+                rows.append(piece.rows.to(self.dtype))
         return {"prompt_embeds": torch.cat(rows)}
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -136,26 +148,49 @@ class VLLMBackend(LLMBackend):
             stop=list(p.stop),
             repetition_penalty=p.repetition_penalty,
             output_kind=RequestOutputKind.DELTA,
+            # vLLM returns the sampled token's logprob plus this many alternatives, from the raw
+            # logits (its default logprobs_mode raw_logprobs: before penalties, temperature, top-k/p).
+            logprobs=p.top_logprobs if p.logprobs else None,
         )
         if self._serial is None:
             self._serial = asyncio.Semaphore(self.max_batch)
         lora = self._lora(adapter) if adapter else None
         text, tokens, finish = "", 0, FinishReason.LENGTH
+        pending: list[PositionLogprobs] = []  # sent with the next non-empty Delta, or the Completion
         async with self._serial:
             stream = self._engine.generate(self._embeds_prompt(prompt), params, uuid.uuid4().hex, lora_request=lora)
             try:
                 async for output in stream:  # closing the stream (cancel) aborts the request in vLLM
                     out = output.outputs[0]
                     tokens += len(out.token_ids)
+                    if p.logprobs:
+                        pending += self._position_logprobs(out.token_ids, out.logprobs or [], p.top_logprobs)
                     if out.text:
                         text += out.text
-                        yield Delta(out.text)
+                        yield Delta(out.text, tuple(pending))
+                        pending.clear()
                     if out.finish_reason is not None:
                         finish = FinishReason.STOP if out.finish_reason == "stop" else FinishReason.LENGTH
             finally:
                 with contextlib.suppress(Exception):
                     await stream.aclose()
-        yield Completion(text, prompt.length, tokens, finish, prompt.truncated_messages)
+        yield Completion(text, prompt.length, tokens, finish, prompt.truncated_messages, tuple(pending))
+
+    def _position_logprobs(self, token_ids: Any, logprobs: Any, top: int) -> list[PositionLogprobs]:
+        """vLLM's per-token ``{token_id: Logprob(logprob, rank, decoded_token)}`` as our entries: the
+        sampled token's, and the ranks 1..``top`` (the sampled token is among them when it ranks there)."""
+        assert self.builder is not None
+        tokenizer: Any = self.builder.tokenizer
+        out = []
+        for token, candidates in zip(token_ids, logprobs, strict=True):
+            ranked = sorted((lp.rank, i) for i, lp in candidates.items() if lp.rank is not None and lp.rank <= top)
+            ids = [int(token), *(int(i) for _, i in ranked[:top])]
+            entries = [
+                TokenLogprob(i, s if s is not None else "", float(candidates[i].logprob))
+                for i, s in zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)
+            ]
+            out.append(PositionLogprobs(entries[0], tuple(entries[1:])))
+        return out
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
         self.check_new_adapter(name)
