@@ -244,6 +244,47 @@ del GENERATOR_PROPS["image"]["required"]
 
 PEERS: Schema = {"type": "array", "items": {"type": "object"}}
 
+# Paths inside the pods: absolute, no empty segment, no trailing slash, no whitespace (release.root + "/base").
+ABS_PATH = r"(/[^/\s]+)+"
+PATH: Schema = {"type": "string", "pattern": f"^{ABS_PATH}$"}
+PATH_OR_EMPTY: Schema = {"type": "string", "pattern": f"^({ABS_PATH})?$"}
+# A Hugging Face model id (owner/name); empty: do not fetch.
+HF_REPO_OR_EMPTY: Schema = {"type": "string", "pattern": r"^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)?$"}
+SOURCE = obj(
+    {
+        "repo": HF_REPO_OR_EMPTY,
+        "revision": STRING,
+        "path": PATH_OR_EMPTY,
+        "include": {"type": "array", "items": {"type": "string", "pattern": r"^\S+$"}},
+    }
+)
+
+# The ModaVerse model release under one root (the layout `modaverse-llm convert-release` writes), and the Job
+# that fills the claim with it (the chart refuses prepare without a root, and paths outside the claim).
+RELEASE = obj(
+    {
+        "root": PATH_OR_EMPTY,
+        "imagebindCheckpoint": PATH_OR_EMPTY,
+        "prepare": obj(
+            {
+                "enabled": BOOL,
+                "image": STRING,
+                "existingClaim": STRING,
+                "sources": obj({"llama": SOURCE, "vicunaDelta": SOURCE, "modaverse": SOURCE}),
+                "vicunaPath": PATH_OR_EMPTY,
+                "imagebindUrl": {"type": "string", "pattern": r"^https?://\S+$"},
+                "verify": BOOL,
+                "backoffLimit": integer(0, 100),
+                "env": ENV,
+                "resources": RESOURCES,
+                "nodeSelector": string_map(),
+                "tolerations": {"type": "array", "items": {"type": "object"}},
+                "affinity": {"type": "object"},
+            }
+        ),
+    }
+)
+
 VALUES: Schema = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "ModaVerse Serve chart values",
@@ -299,6 +340,7 @@ VALUES: Schema = {
                 }
             ),
             "keda": obj({"prometheusServerAddress": {"type": "string", "pattern": "^https?://"}}),
+            "release": RELEASE,
             "ingress": obj(
                 {
                     "enabled": BOOL,

@@ -55,6 +55,19 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "no-networkpolicy-no-sa": (EXAMPLES["tiny-cpu"], ("networkPolicy.enabled=false", "serviceAccount.create=false")),
+    # The release.prepare Job and the encoder / LLM pods' wait-for-release init containers.
+    "release-prepare": (
+        EXAMPLES["full-gpu"],
+        (
+            "release.prepare.enabled=true",
+            "release.prepare.existingClaim=modaverse-models-rw",
+            "release.prepare.nodeSelector.pool=cpu",
+            "release.prepare.tolerations[0].key=batch",
+            "release.prepare.tolerations[0].operator=Exists",
+            "encoder.storage.download.enabled=true",
+            "encoder.storage.download.repos[0].repo=a/b",
+        ),
+    ),
 }
 
 
@@ -92,6 +105,13 @@ def test_custom_resources_match_their_schemas(variant: str) -> None:
     # Strict, as for the core kinds: no field the resource's declared type lacks.
     errors += [f"{d['kind']} {d['metadata']['name']}: unknown field {p}" for d in crds for p in crd_unknown_fields(d)]
     assert not errors, "\n".join(errors)
+
+
+def test_release_prepare_variant_validates_a_job() -> None:
+    """The variant above does render the Job (so the schema check covers it)."""
+    files, sets = VARIANTS["release-prepare"]
+    core, _ = _split(render(files, sets))
+    assert [d["kind"] for d in core].count("Job") == 1
 
 
 def test_full_gpu_renders_both_custom_resource_kinds() -> None:

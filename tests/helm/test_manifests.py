@@ -324,7 +324,7 @@ def test_full_gpu_storage_existing_claim_and_downloads() -> None:
         models = next(v for v in volumes if v["name"] == "models")
         assert models["persistentVolumeClaim"] == {"claimName": "modaverse-models"}
     for gen, model in (
-        ("sd15", "runwayml/stable-diffusion-v1-5"),
+        ("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
         ("t2v", "damo-vilab/text-to-video-ms-1.7b"),
         ("audioldm", "cvssp/audioldm-l-full"),
     ):

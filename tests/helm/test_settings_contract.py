@@ -67,7 +67,8 @@ def test_release_settings_reach_the_services(monkeypatch: pytest.MonkeyPatch) ->
     rendered = render(EXAMPLES["swap-image"])
     llm, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-llm"), monkeypatch)
     assert isinstance(llm, LLMSettings)
-    assert llm.llm_impl == "vllm" and llm.default_adapter == "modaverse" and "modaverse" in llm.adapters
+    # release.root: the converter's adapter, under the name the service uses by default
+    assert llm.llm_impl == "vllm" and llm.default_adapter == "default" and set(llm.adapters) == {"default"}
     sdxl, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-gen-sdxl"), monkeypatch)
     assert isinstance(sdxl, GeneratorSettings)
     assert sdxl.generator_kind == "text-to-image" and sdxl.default_width == 1024 and sdxl.cpu_offload is False

@@ -44,6 +44,14 @@ BAD_VALUES: dict[str, tuple[tuple[str, ...], str]] = {
     "existing-claim-without-name": (("encoder.storage.source=existingClaim",), "existingClaim"),
     "gpu-count-zero": (("encoder.gpu.count=0",), "/encoder/gpu/count"),
     "encoder-scale-to-zero": (("encoder.autoscaling.minReplicas=0",), "/encoder/autoscaling/minReplicas"),
+    # release: paths inside the pods are absolute, without a trailing slash; prepare needs a root
+    "release-root-relative": (("release.root=models/mv",), "/release/root"),
+    "release-root-trailing-slash": (("release.root=/models/mv/",), "/release/root"),
+    "release-root-with-space": (("release.root=/models/my release",), "/release/root"),
+    "release-unknown-key": (("release.prepare.claim=x",), "claim"),
+    "release-unknown-source": (("release.prepare.sources.vicuna.repo=a/b",), "vicuna"),
+    "release-bad-repo": (("release.prepare.sources.llama.repo=not a repo",), "/release/prepare/sources/llama/repo"),
+    "release-bad-url": (("release.prepare.imagebindUrl=ftp://x/y.pth",), "/release/prepare/imagebindUrl"),
 }
 
 

@@ -132,3 +132,97 @@ modaverse.io/generator: {{ .generator }}
 {{- end -}}
 {{- toYaml (dict "generators" $routes) -}}
 {{- end -}}
+
+
+{{/* The PVC a block's models volume uses: "" (an emptyDir), storage.existingClaim, or <component>-models
+     (storage.source pvc). (list $ componentSuffix storage) */}}
+{{- define "modaverse.claimName" -}}
+{{- $root := index . 0 -}}
+{{- $storage := default dict (index . 2) -}}
+{{- $name := include "modaverse.componentName" (list $root (index . 1)) -}}
+{{- if eq $storage.source "existingClaim" -}}
+{{- required (printf "%s: storage.source existingClaim needs storage.existingClaim" $name) $storage.existingClaim -}}
+{{- else if eq $storage.source "pvc" -}}
+{{- printf "%s-models" $name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Model release ------------------------------------------------------------------------------------ */}}
+{{/* The paths of the converted ModaVerse release under release.root, as JSON (keys absent when not set):
+     root, base, adapter, adaptor (the sub-paths `modaverse-llm convert-release` writes: OUT_BASE, OUT_ADAPTER,
+     OUT_ADAPTOR in services/llm/src/modaverse_llm/release.py; tests/helm checks they agree), imagebind. */}}
+{{- define "modaverse.releasePaths" -}}
+{{- $rel := default dict .Values.release -}}
+{{- $out := dict -}}
+{{- $root := trimSuffix "/" (default "" $rel.root) -}}
+{{- if $root -}}
+{{- $_ := set $out "root" $root -}}
+{{- $_ := set $out "base" (printf "%s/base" $root) -}}
+{{- $_ := set $out "adapter" (printf "%s/adapters/default" $root) -}}
+{{- $_ := set $out "adaptor" (printf "%s/adaptor" $root) -}}
+{{- $_ := set $out "imagebind" (default (printf "%s/imagebind/imagebind_huge.pth" (trimSuffix "/" (dir $root))) $rel.imagebindCheckpoint) -}}
+{{- else if $rel.imagebindCheckpoint -}}
+{{- $_ := set $out "imagebind" $rel.imagebindCheckpoint -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* Is the release.prepare Job on? "true" or "". */}}
+{{- define "modaverse.prepareEnabled" -}}
+{{- $prepare := default dict (default dict .Values.release).prepare -}}
+{{- if eq (toString (default false $prepare.enabled)) "true" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The release.prepare Job's settings, checked, as JSON: claim, mountPath, root, imagebind, vicuna and
+     sources (name -> {repo, revision, path, include}). Fails on values the Job cannot serve. */}}
+{{- define "modaverse.releasePrepare" -}}
+{{- $root := . -}}
+{{- $v := $root.Values -}}
+{{- $prepare := $v.release.prepare -}}
+{{- $paths := include "modaverse.releasePaths" $root | fromJson -}}
+{{- $releaseRoot := required "release.prepare.enabled needs release.root (where convert-release writes)" $paths.root -}}
+{{- $blocks := list -}}
+{{- if $v.llm.enabled -}}{{- $blocks = append $blocks (list "llm" $v.llm) -}}{{- end -}}
+{{- if $v.encoder.enabled -}}{{- $blocks = append $blocks (list "encoder" $v.encoder) -}}{{- end -}}
+{{- if not $blocks -}}
+{{- fail "release.prepare.enabled: neither the llm nor the encoder is enabled" -}}
+{{- end -}}
+{{- $first := index $blocks 0 -}}
+{{- $mountPath := default "/models" (default dict (index $first 1).storage).mountPath -}}
+{{- $firstClaim := include "modaverse.claimName" (list $root (index $first 0) (index $first 1).storage) -}}
+{{- range $blocks -}}
+{{- $name := index . 0 -}}
+{{- $storage := default dict (index . 1).storage -}}
+{{- $claim := include "modaverse.claimName" (list $root $name $storage) -}}
+{{- if not $claim -}}
+{{- fail (printf "release.prepare.enabled: %s.storage.source is none (an emptyDir the Job cannot fill); use existingClaim or pvc" $name) -}}
+{{- end -}}
+{{- if and (not $prepare.existingClaim) (ne $claim $firstClaim) -}}
+{{- fail (printf "release.prepare.enabled: the Job fills one claim but the encoder and llm mount %s and %s; give both the same storage.existingClaim (or set release.prepare.existingClaim to a writable claim on the storage both read)" $firstClaim $claim) -}}
+{{- end -}}
+{{- if ne (default "/models" $storage.mountPath) $mountPath -}}
+{{- fail (printf "release.prepare.enabled: %s.storage.mountPath (%s) differs from %s.storage.mountPath (%s); the Job writes the paths both read" $name (default "/models" $storage.mountPath) (index $first 0) $mountPath) -}}
+{{- end -}}
+{{- end -}}
+{{- $base := trimSuffix "/" (dir $releaseRoot) -}}
+{{- $sources := dict -}}
+{{- range $key, $src := $prepare.sources -}}
+{{- $path := $src.path -}}
+{{- if not $path -}}
+{{- $path = printf "%s/sources/%s" $base (required (printf "release.prepare.sources.%s needs a repo or a path" $key) $src.repo) -}}
+{{- end -}}
+{{- $_ := set $sources $key (dict "repo" (default "" $src.repo) "revision" (default "" $src.revision) "path" (trimSuffix "/" $path) "include" (default list $src.include)) -}}
+{{- end -}}
+{{- $vicuna := trimSuffix "/" (default (printf "%s/sources/vicuna-7b-v0" $base) $prepare.vicunaPath) -}}
+{{- $written := list (list "release.root" $releaseRoot) (list "the ImageBind checkpoint" $paths.imagebind) (list "release.prepare.vicunaPath" $vicuna) -}}
+{{- range $key, $src := $sources -}}
+{{- $written = append $written (list (printf "release.prepare.sources.%s" $key) $src.path) -}}
+{{- end -}}
+{{- range $written -}}
+{{- if not (hasPrefix (printf "%s/" (trimSuffix "/" $mountPath)) (index . 1)) -}}
+{{- fail (printf "release.prepare.enabled: %s (%s) is not under the claim's mountPath %s" (index . 0) (index . 1) $mountPath) -}}
+{{- end -}}
+{{- end -}}
+{{- $claim := default $firstClaim $prepare.existingClaim -}}
+{{- toJson (dict "claim" $claim "mountPath" $mountPath "root" $releaseRoot "imagebind" $paths.imagebind "vicuna" $vicuna "sources" $sources) -}}
+{{- end -}}

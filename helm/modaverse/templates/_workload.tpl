@@ -1,7 +1,8 @@
 {{/*
 One service: Deployment, its Service(s), model PVC, PDB, HPA or KEDA ScaledObject.
 Arguments (dict): root, component (encoder|llm|gateway|generator), suffix (name after the fullname),
-generator (route name or ""), b (the block's values, generators already merged), env (service env).
+generator (route name or ""), b (the block's values, generators already merged), env (service env),
+waitFor (optional: files an init container waits for, e.g. the release.prepare Job's outputs).
 */}}
 {{- define "modaverse.workload" -}}
 {{- $root := .root -}}
@@ -96,12 +97,8 @@ generator (route name or ""), b (the block's values, generators already merged),
 {{- end -}}
 {{- $autoscaling := default dict $b.autoscaling -}}
 {{- $autoOn := eq (toString (default false $autoscaling.enabled)) "true" -}}
-{{- $claim := "" -}}
-{{- if eq $storage.source "existingClaim" -}}
-{{- $claim = required (printf "%s: storage.source existingClaim needs storage.existingClaim" $name) $storage.existingClaim -}}
-{{- else if eq $storage.source "pvc" -}}
-{{- $claim = printf "%s-models" $name -}}
-{{- end -}}
+{{- $claim := include "modaverse.claimName" (list $root .suffix $storage) -}}
+{{- $waitFor := default list .waitFor -}}
 {{- $repos := default list $download.repos -}}
 {{- if and $downloadOn (not $repos) (eq .component "generator") -}}
 {{- $repos = list (dict "repo" $b.model "dir" $b.model) -}}
@@ -169,8 +166,10 @@ spec:
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- if $downloadOn }}
+      {{- if or $downloadOn $waitFor }}
       initContainers:
+      {{- end }}
+      {{- if $downloadOn }}
         - name: download-models
           image: {{ default (include "modaverse.image" (list $root $b.image)) $download.image }}
           imagePullPolicy: {{ $b.image.pullPolicy }}
@@ -211,6 +210,29 @@ spec:
             limits: {memory: 4Gi}
           volumeMounts:
             - {name: models, mountPath: {{ $mountPath | quote }}}
+            - {name: tmp, mountPath: /tmp}
+            - {name: cache, mountPath: /cache}
+      {{- end }}
+      {{- if $waitFor }}
+        {{- /* Polls for the files the release.prepare Job writes (it renames each output into place whole). */}}
+        - name: wait-for-release
+          image: {{ include "modaverse.image" (list $root $b.image) }}
+          imagePullPolicy: {{ $b.image.pullPolicy }}
+          command:
+            - sh
+            - -c
+            - 'for f in "$@"; do until [ -e "$f" ]; do echo "waiting for $f (written by the release.prepare Job)"; sleep 20; done; echo "found $f"; done'
+            - wait-for-release
+            {{- range $waitFor }}
+            - {{ . | quote }}
+            {{- end }}
+          securityContext:
+            {{- toYaml $global.securityContext | nindent 12 }}
+          resources:
+            requests: {cpu: 10m, memory: 16Mi}
+            limits: {memory: 64Mi}
+          volumeMounts:
+            - {name: models, mountPath: {{ $mountPath | quote }}, readOnly: true}
             - {name: tmp, mountPath: /tmp}
             - {name: cache, mountPath: /cache}
       {{- end }}
