@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..tiny_llama import small_llama_config
+
 HIDDEN, LAYERS, IMAGEBIND_DIM, RANK = 64, 2, 1024, 32
 # The release's added tokens, in the order ModaVerse.__init__ adds them (configs/base.py).
 RELEASE_ADDED = ["<Media>", "</Media>", "[TEXT]", "[IMAGE]", "[AUDIO]", "[VIDEO]"]
@@ -129,27 +131,15 @@ class ReleaseWorld:
 
 
 def build_release_world(root: Path) -> ReleaseWorld:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     vicuna, release = root / "vicuna-7b-v0", root / "ModaVerse-7b-v0"
     train_sentencepiece(vicuna)
     import sentencepiece as spm
 
     vocab = spm.SentencePieceProcessor(model_file=str(vicuna / "tokenizer.model")).get_piece_size()
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=HIDDEN,
-        intermediate_size=128,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-        initializer_range=0.2,  # large enough that the next-token distribution is far from uniform
-    )
+    # initializer_range 0.2: a next-token distribution far from uniform, so logprob checks have teeth.
+    config = small_llama_config(vocab, HIDDEN, LAYERS, bos_token_id=1, eos_token_id=2, initializer_range=0.2)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(str(vicuna))
 

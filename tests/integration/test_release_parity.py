@@ -365,3 +365,28 @@ async def test_render_prompt_command_shows_the_served_view(
     assert run_cli(["render-prompt", "--model", served.settings.base_model, "hello"]) == 0
     table = capsys.readouterr().out
     assert "'▁Human'" in table and "'▁'" in table  # whitespace tokens are visible
+
+
+def test_converted_folder_holds_the_release_parts(world: ReleaseWorld, tmp_path: Path) -> None:
+    from modaverse_encoder.adaptor import Adaptor
+
+    root = convert(world, world.release, tmp_path / "converted")
+    assert sorted(p.name for p in root.iterdir()) == ["adapters", "adaptor", "base"]
+    shared: Any = Adaptor.load(root / "adaptor").layers["shared"]  # what the encoder serves
+    assert torch.equal(shared.weight, world.state["linear_proj.weight"])
+    assert torch.equal(shared.bias, world.state["linear_proj.bias"])
+
+
+def test_convert_release_rejects_other_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "release").mkdir()
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "release" / "pytorch_model.pt")
+    args = ["convert-release", "--release", str(tmp_path / "release"), "--base", str(tmp_path), "--out"]
+    assert run_cli([*args, str(tmp_path / "out")]) == 1
+    assert "not a ModaVerse release checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@asyncio_test
+async def test_the_release_adapter_is_the_default(served: Running) -> None:
+    info = await served.stub.Info(llm_pb2.InfoRequest())
+    assert [(a.name, a.rank, a.is_default) for a in info.adapters] == [("default", 32, True)]

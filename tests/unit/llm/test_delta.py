@@ -16,8 +16,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from modaverse_llm.cli import main
-from modaverse_llm.compat import prime_transformers
 from modaverse_llm.delta import apply_delta, combine
+
+from ...tiny_llama import small_llama_config
 
 VOCAB, HIDDEN, LAYERS, HEAD_DIM = 96, 64, 2, 32
 TOKENIZER_FILES = {
@@ -30,21 +31,7 @@ IDS = torch.tensor([[1, 5, 17, VOCAB - 1, VOCAB, 3]])  # VOCAB: the added token 
 
 
 def llama_config(vocab: int) -> Any:
-    prime_transformers()
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=HIDDEN,
-        intermediate_size=128,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=HEAD_DIM,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        initializer_range=0.05,
-    )
+    return small_llama_config(vocab, HIDDEN, LAYERS, HEAD_DIM, max_position_embeddings=64)
 
 
 @dataclass
