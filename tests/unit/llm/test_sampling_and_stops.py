@@ -106,6 +106,19 @@ def test_incomplete_utf8_is_held_back() -> None:
     assert scanner.update("café") == "é"
 
 
+def test_a_character_cut_after_two_of_its_bytes_is_held_back_whole() -> None:
+    """Two bytes of a 3-byte character decode as two replacement chars: neither may be streamed,
+    or the deltas would not add up to the final text once the character completes or is dropped."""
+    scanner = StopScanner(["###"])
+    assert scanner.update("ok \ufffd") == "ok "
+    assert scanner.update("ok \ufffd\ufffd") == ""
+    assert scanner.update("ok ✓") == "✓"
+    cut = StopScanner(["###"])
+    streamed = cut.update("end \ufffd\ufffd")
+    streamed += cut.flush()  # max_tokens reached mid-character: the fragment is dropped
+    assert streamed == cut.text == "end "
+
+
 def test_several_stop_strings_earliest_wins() -> None:
     scanner = StopScanner(["END", "\n\n"])
     assert feed(scanner, ["one\n\ntwo END"]) == "one"

@@ -1,7 +1,7 @@
 """Incremental detokenization with stop strings: what may be streamed now, and where to stop.
 
 Text that could still turn into a stop string (a suffix that is a prefix of one) is held back, as is
-a trailing incomplete UTF-8 character (the replacement char), so no delta ever has to be taken back.
+a trailing incomplete UTF-8 character (one replacement char per byte so far), so no delta ever has to be taken back.
 The stop string itself is not part of the output.
 """
 
@@ -24,8 +24,8 @@ class StopScanner:
                 if text.endswith(s[:k]):
                     hold = k
                     break
-        if text.endswith("\ufffd"):
-            hold = max(hold, 1)
+        # An incomplete UTF-8 character decodes as one replacement char per byte so far: hold them all.
+        hold = max(hold, len(text) - len(text.rstrip("\ufffd")))
         return hold
 
     def update(self, text: str) -> str:
