@@ -2,6 +2,7 @@
 #   make install   create .venv and install everything (torch CPU build first)
 #   make demo      the README's run command: tiny models, real servers, a real answer
 #   make test      the README's test command (lint + the whole suite; what CI runs)
+#   make dist      wheels + sdists of the contracts and the SDK (what applications install) into dist/
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,13 +12,16 @@ PY := $(BIN)/python
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
+# The SDK depends on modaverse-protos by version, not on the protos folder by path (sdk/setup.py): the
+# editable install brings `-e protos` itself, and wheels from `make dist` must not name a local path.
+export MODAVERSE_SDK_PROTOS_PIN := 1
 
 PROTO_SRC := $(wildcard protos/modaverse_protos/*/v1/*.proto)
 PROTO_STAMP := protos/modaverse_protos/.generated
 INSTALL_STAMP := $(VENV)/.installed
 PACKAGES := protos/pyproject.toml runtime/pyproject.toml sdk/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: install protos models samples demo lint format test test-unit test-gpu bench clean
+.PHONY: install protos dist models samples demo lint format test test-unit test-gpu bench clean
 
 install: $(INSTALL_STAMP)
 
@@ -29,7 +33,7 @@ $(INSTALL_STAMP): $(PACKAGES) requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	# ImageBind's declared deps pull CUDA torch, torchvision, torchaudio: install the code only.
 	$(PY) -m pip install -q --no-deps imagebind-unofficial==0.1.1
-	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder -e services/llm -e services/generators -e services/gateway -e training
+	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder -e services/llm -e services/generators -e services/gateway -e services/web -e training
 	@touch $@
 
 protos: $(PROTO_STAMP)
@@ -40,6 +44,14 @@ $(PROTO_STAMP): $(PROTO_SRC) $(INSTALL_STAMP)
 	  --plugin=protoc-gen-mypy=../$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=../$(BIN)/protoc-gen-mypy_grpc \
 	  $(patsubst protos/%,%,$(PROTO_SRC))
 	@touch $@
+
+# The contracts and the SDK, versioned together (the contracts' version is the API version). Each build
+# is isolated: an sdist, then the wheel from it; the protos wheel generates its stubs while it is built.
+dist: $(INSTALL_STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist protos
+	$(PY) -m build --outdir dist sdk
+	@ls -1 dist
 
 models: protos
 	$(BIN)/modaverse-encoder build-tiny
@@ -53,7 +65,7 @@ demo: protos tiny-model
 lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src training/src sdk/src tests bench scripts helm/gen_schema.py
+	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src services/web/src training/src sdk/src tests bench scripts examples helm/gen_schema.py
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -84,4 +96,4 @@ bench: protos
 -include training/training.mk
 
 clean:
-	rm -rf $(VENV) .tools $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools dist $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache

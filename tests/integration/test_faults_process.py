@@ -7,15 +7,13 @@ are plain blocking code (signals, ``proc.wait``, the sync SDK client).
 
 from __future__ import annotations
 
-import asyncio
 import io
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -30,30 +28,13 @@ from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
 from modaverse_runtime.server import ModaverseServer
 
 from . import gateway_fixtures
+from .in_process import BackgroundLoop
 from .scripted_llm import start_scripted_llm
-
-T = TypeVar("T")
 
 GRACE_S = 60.0  # MODAVERSE_GRACE_PERIOD_S of every process here: far above any drain on a busy 2-core machine
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 FAST = {"image": GenerationOptions(steps=2)}
-
-
-class BackgroundLoop:
-    """An event loop in a daemon thread, for the in-process servers."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @dataclass

@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
-from modaverse_runtime.tensors import to_numpy
 
 from .errors import ModaverseError, from_rpc_error
+from .tensors import tensor_to_numpy
 
 # The SDK's one modality table: names used in the API ("image", …) ↔ common.v1.Modality.
 MEDIA_MODALITIES = {
@@ -43,7 +43,7 @@ def media_from_file(path: str | Path, modality: str | None = None) -> common_pb2
 class EncodedMedia:
     modality: str
     imagebind: np.ndarray[Any, Any] | None  # (embed_dim,)
-    projected: np.ndarray[Any, Any]  # (rows, hidden); float32 or float16
+    projected: np.ndarray[Any, Any]  # (rows, hidden); float32 or float16 (bfloat16 arrives widened to float32)
 
 
 class EncoderClient:
@@ -92,8 +92,8 @@ class EncoderClient:
             reply = self._stub.Encode(request, timeout=self.timeout)
         out = []
         for emb in reply.embeddings:
-            vector = to_numpy(emb.imagebind) if emb.HasField("imagebind") and emb.imagebind.data else None
-            out.append(EncodedMedia(MODALITY_NAMES.get(emb.modality, "?"), vector, to_numpy(emb.projected)))
+            vector = tensor_to_numpy(emb.imagebind) if emb.HasField("imagebind") and emb.imagebind.data else None
+            out.append(EncodedMedia(MODALITY_NAMES.get(emb.modality, "?"), vector, tensor_to_numpy(emb.projected)))
         return out
 
 
