@@ -228,6 +228,69 @@ def test_fuzz_gateway_chat(
     assert code in DOCUMENTED
 
 
+def _generate_request(
+    modality_: int,
+    prompt: str,
+    model: str,
+    seed: int | None,
+    steps: int | None,
+    width: int | None,
+    height: int | None,
+    guidance: float | None,
+    negative: str,
+) -> gateway_pb2.GenerateRequest:
+    options = gateway_pb2.GeneratorOverrides(
+        model=model,
+        seed=seed,
+        steps=steps,
+        width=width,
+        height=height,
+        guidance_scale=guidance,
+        negative_prompt=negative,
+    )
+    return gateway_pb2.GenerateRequest(modality=modality_, prompt=prompt, options=options)  # type: ignore[arg-type]
+
+
+def _or_unset(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.none(), values)
+
+
+# Half plausible (most of these generate, so the generator path is fuzzed too), half hostile.
+generate_request = st.one_of(
+    st.builds(
+        _generate_request,
+        st.just(common_pb2.MODALITY_IMAGE),
+        st.text(min_size=1, max_size=60),
+        st.sampled_from(["", "image-tiny"]),
+        _or_unset(st.integers(0, 2**31)),
+        _or_unset(st.integers(1, 4)),
+        _or_unset(st.sampled_from([32, 64])),
+        _or_unset(st.sampled_from([32, 64])),
+        _or_unset(st.floats(0, 20)),
+        st.text(max_size=20),
+    ),
+    st.builds(
+        _generate_request,
+        st.one_of(st.just(common_pb2.MODALITY_IMAGE), modality),
+        st.one_of(st.text(max_size=60), st.just(" "), st.text(min_size=1, max_size=4).map(lambda t: t * 4001)),
+        st.one_of(st.sampled_from(["image-tiny", "video-tiny", "nope"]), st.text(max_size=10)),
+        _or_unset(st.integers(-(2**63), 2**63 - 1)),
+        _or_unset(st.integers(0, 2**32 - 1)),
+        _or_unset(st.integers(0, 2**32 - 1)),
+        _or_unset(st.integers(0, 2**32 - 1)),
+        _or_unset(numbers.map(lambda v: _bounded(v, -1e30, 1e30))),
+        st.text(max_size=200),
+    ),
+)
+
+
+@FUZZ
+@given(generate_request)
+def test_fuzz_gateway_generate(targets: Targets, request: gateway_pb2.GenerateRequest) -> None:
+    code = call(targets.gateway, lambda ch: list(gateway_pb2_grpc.GatewayServiceStub(ch).Generate(request, timeout=60)))
+    assert code in DOCUMENTED
+
+
 def test_every_server_is_still_serving(targets: Targets) -> None:
     for target in (targets.encoder, targets.llm, targets.generator, targets.gateway):
         assert_serving(target)

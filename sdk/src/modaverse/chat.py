@@ -1,8 +1,8 @@
-"""Building chat requests and turning gateway events into typed ones (shared by both clients)."""
+"""Building chat and generate requests and turning gateway events into typed ones (shared by both clients)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def build_request(
     temperature: float | None = None,
     top_p: float | None = None,
     seed: int | None = None,
-    generators: dict[str, GenerationOptions] | None = None,
+    generators: Mapping[str, GenerationOptions] | None = None,
     text_deltas: bool = True,
 ) -> gateway_pb2.ChatRequest:
     """``text_deltas=False`` asks the gateway for no per-token events (the final result has the answer)."""
@@ -101,13 +101,29 @@ def build_request(
         if value is not None:
             setattr(options, name, value)
     for modality, opts in (generators or {}).items():
-        override = options.generator_overrides[modality]
-        override.model, override.negative_prompt = opts.model, opts.negative_prompt
-        for name in ("seed", "steps", "guidance_scale", "width", "height", "num_frames", "fps", "duration_seconds"):
-            value = getattr(opts, name)
-            if value is not None:
-                setattr(override, name, value)
+        options.generator_overrides[modality].CopyFrom(generator_overrides(opts))
     return gateway_pb2.ChatRequest(turns=turns, options=options)
+
+
+def generator_overrides(opts: GenerationOptions) -> gateway_pb2.GeneratorOverrides:
+    """The wire form of one modality's settings; ``None`` fields stay unset (the generator's defaults)."""
+    override = gateway_pb2.GeneratorOverrides(model=opts.model, negative_prompt=opts.negative_prompt)
+    for name in ("seed", "steps", "guidance_scale", "width", "height", "num_frames", "fps", "duration_seconds"):
+        value = getattr(opts, name)
+        if value is not None:
+            setattr(override, name, value)
+    return override
+
+
+def build_generate_request(
+    modality: str, prompt: str, options: GenerationOptions | None = None
+) -> gateway_pb2.GenerateRequest:
+    """A direct generation: ``modality`` is "image", "video" or "audio" (ValueError otherwise)."""
+    if modality not in MEDIA_MODALITIES:
+        raise ValueError(f"modality must be 'image', 'video' or 'audio', not {modality!r}")
+    return gateway_pb2.GenerateRequest(
+        modality=MEDIA_MODALITIES[modality], prompt=prompt, options=generator_overrides(options or GenerationOptions())
+    )
 
 
 def _invocation(inv: gateway_pb2.Invocation) -> Invocation:
@@ -156,6 +172,8 @@ class ResultBuilder:
             r.meta_response = event
             r.text = event.answer
             self._invocations = {i.index: i for i in event.invocations}
+        elif isinstance(event, InvocationStarted):
+            self._invocations.setdefault(event.invocation.index, event.invocation)  # a Generate has no MetaResponse
         elif isinstance(event, MediaChunk):
             buffer = self._buffers.setdefault(event.index, bytearray())
             buffer[event.offset : event.offset + len(event.data)] = event.data

@@ -106,6 +106,36 @@ def _chat(args: argparse.Namespace) -> int:
     return 1 if result.errors and not result.media and not result.text else 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    options = GenerationOptions(
+        model=args.model,
+        seed=args.seed,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        width=args.width,
+        height=args.height,
+        num_frames=args.num_frames,
+        fps=args.fps,
+        duration_seconds=args.duration,
+        negative_prompt=args.negative_prompt,
+    )
+    view = ProgressView(sys.stderr)
+    builder = ResultBuilder()
+    with Client(args.target, timeout=args.timeout) as client:
+        for event in client.generate(args.modality, args.prompt, options=options, stream=True):
+            builder.add(event)
+            if isinstance(event, InvocationStarted):
+                inv = event.invocation
+                view.update(inv.index, f"[{inv.index}] {inv.modality} ({inv.model}) starting")
+            elif isinstance(event, Progress):
+                view.progress(event)
+            elif isinstance(event, InvocationDone):
+                view.finish(event.index, f"[{event.index}] done in {event.elapsed_seconds:.1f}s (seed {event.seed})")
+    for path in builder.result.save(args.out):
+        sys.stdout.write(f"saved {path}\n")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     with Client(args.target, timeout=args.timeout) as client:
         for route in client.list_models():
@@ -140,13 +170,38 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from .local import ServicesNotInstalled
     from .stack import run_stack
 
-    return run_stack(profile=args.profile, gateway_port=args.port, log_dir=Path(args.log_dir))
+    try:
+        web_port = None if args.no_web else args.web_port
+        return run_stack(profile=args.profile, gateway_port=args.port, log_dir=Path(args.log_dir), web_port=web_port)
+    except ServicesNotInstalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def version_text() -> str:
+    """The SDK's version and the contracts' (the API version) it speaks; released together, so equal."""
+    from . import API_VERSION, __version__
+
+    return f"modaverse {__version__}\nmodaverse-protos {API_VERSION} (API version)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's own action would re-wrap the two lines into one."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the SDK and API versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="modaverse", description="ModaVerse client and local stack")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     chat = sub.add_parser("chat", help="one chat turn: text plus optional media in, text/media out")
@@ -168,11 +223,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     up.add_argument("--profile", choices=["tiny", "full"], default="tiny")
     up.add_argument("--port", type=int, default=50050, help="gateway port")
     up.add_argument("--log-dir", default=".modaverse/logs")
+    up.add_argument(
+        "--web-port", type=int, default=8080, help="the web front door (playground, OpenAI-compatible API); 0 = any"
+    )
+    up.add_argument("--no-web", action="store_true", help="do not start the web front door (modaverse-web)")
     up.set_defaults(handler=_up)
 
     enc = sub.add_parser("encode", help="embed media files with an encoder service directly")
     enc.add_argument("files", nargs="+")
     enc.set_defaults(handler=_encode, default_target="localhost:50051")
+
+    gen = sub.add_parser("generate", help="one image, video or audio clip from a prompt (a generator only, no LLM)")
+    gen.add_argument("modality", choices=["image", "video", "audio"])
+    gen.add_argument("prompt")
+    gen.add_argument("--out", default="outputs", help="folder for the generated file")
+    gen.add_argument("--model", default="", help="generator route (default: the modality's default)")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--steps", type=int, help="denoising steps")
+    gen.add_argument("--guidance-scale", type=float)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--num-frames", type=int, help="video")
+    gen.add_argument("--fps", type=int, help="video")
+    gen.add_argument("--duration", type=float, help="audio seconds")
+    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--target", default=None, help="gateway address")
+    gen.add_argument("--timeout", type=float, default=600.0)
+    gen.set_defaults(handler=_generate)
 
     for p in (chat, models, enc):
         p.add_argument("--target", default=None, help="gateway (or encoder) address")

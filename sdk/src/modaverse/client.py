@@ -6,25 +6,35 @@
         print(result.text); result.save("outputs/")
         for event in client.chat("Describe this", images=["cat.jpg"], stream=True):
             ...
+        client.generate("image", "a red circle").save("outputs/")  # one generator, no LLM
 
 Failed calls raise :class:`modaverse.ModaverseError` subclasses (``InvalidArgument``,
 ``ResourceExhausted``, ``Unavailable``, ``DeadlineExceeded``, ``Unauthenticated`` …). A generator
-that fails does not fail the chat: it shows up in ``result.errors``.
+that fails does not fail the chat: it shows up in ``result.errors``; a failed ``generate`` raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Literal, TypeVar, overload
 
 import grpc
 from grpc import aio
 
 from modaverse_protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-from .chat import GenerationOptions, MediaInput, ResultBuilder, Turn, build_request, to_event
+from .chat import (
+    GenerationOptions,
+    MediaInput,
+    ResultBuilder,
+    Turn,
+    build_generate_request,
+    build_request,
+    to_event,
+)
 from .encoder import MODALITY_NAMES
 from .errors import from_rpc_error
 from .types import ChatEvent, ChatResult
@@ -56,6 +66,17 @@ def _credentials(tls: bool | str | Path, token: str | None) -> grpc.ChannelCrede
     if token:
         creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
     return creds
+
+
+# The gateway's two streaming RPCs answer with the same events.
+_Request = TypeVar("_Request", gateway_pb2.ChatRequest, gateway_pb2.GenerateRequest)
+
+
+def _result(events: Iterable[ChatEvent]) -> ChatResult:
+    builder = ResultBuilder()
+    for event in events:
+        builder.add(event)
+    return builder.result
 
 
 def _routes(reply: gateway_pb2.ListModelsResponse) -> list[ModelRoute]:
@@ -93,9 +114,43 @@ class Client:
         self.close()
 
     @overload
-    def chat(self, text: str, *, stream: Literal[False] = False, **kw: Any) -> ChatResult: ...
+    def chat(
+        self,
+        text: str,
+        *,
+        images: Sequence[MediaInput] = ...,
+        audio: Sequence[MediaInput] = ...,
+        video: Sequence[MediaInput] = ...,
+        history: Sequence[Turn] = ...,
+        stream: Literal[False] = False,
+        timeout: float | None = ...,
+        generators: Mapping[str, GenerationOptions] | None = ...,
+        meta_response_only: bool = ...,
+        adapter: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+    ) -> ChatResult: ...
     @overload
-    def chat(self, text: str, *, stream: Literal[True], **kw: Any) -> Iterator[ChatEvent]: ...
+    def chat(
+        self,
+        text: str,
+        *,
+        images: Sequence[MediaInput] = ...,
+        audio: Sequence[MediaInput] = ...,
+        video: Sequence[MediaInput] = ...,
+        history: Sequence[Turn] = ...,
+        stream: Literal[True],
+        timeout: float | None = ...,
+        generators: Mapping[str, GenerationOptions] | None = ...,
+        meta_response_only: bool = ...,
+        adapter: str = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+    ) -> Iterator[ChatEvent]: ...
 
     def chat(
         self,
@@ -107,8 +162,13 @@ class Client:
         history: Sequence[Turn] = (),
         stream: bool = False,
         timeout: float | None = None,
-        generators: dict[str, GenerationOptions] | None = None,
-        **options: Any,
+        generators: Mapping[str, GenerationOptions] | None = None,
+        meta_response_only: bool = False,
+        adapter: str = "",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
     ) -> ChatResult | Iterator[ChatEvent]:
         """Send one user turn (plus ``history``). ``stream=True`` yields typed events as they come;
         otherwise the final :class:`ChatResult` is returned and no per-token events are sent."""
@@ -119,19 +179,63 @@ class Client:
             video=video,
             history=history,
             generators=generators,
+            meta_response_only=meta_response_only,
+            adapter=adapter,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
             text_deltas=stream,  # a final result needs no per-token events
-            **options,
         )
-        events = self._events(request, timeout or self.timeout)
-        if stream:
-            return events
-        builder = ResultBuilder()
-        for event in events:
-            builder.add(event)
-        return builder.result
+        events = self._events(self._stub.Chat, request, timeout or self.timeout)
+        return events if stream else _result(events)
 
-    def _events(self, request: gateway_pb2.ChatRequest, timeout: float | None) -> Iterator[ChatEvent]:
-        call = self._stub.Chat(request, timeout=timeout)
+    @overload
+    def generate(
+        self,
+        modality: str,
+        prompt: str,
+        *,
+        options: GenerationOptions | None = ...,
+        stream: Literal[False] = False,
+        timeout: float | None = ...,
+    ) -> ChatResult: ...
+    @overload
+    def generate(
+        self,
+        modality: str,
+        prompt: str,
+        *,
+        options: GenerationOptions | None = ...,
+        stream: Literal[True],
+        timeout: float | None = ...,
+    ) -> Iterator[ChatEvent]: ...
+
+    def generate(
+        self,
+        modality: str,
+        prompt: str,
+        *,
+        options: GenerationOptions | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> ChatResult | Iterator[ChatEvent]:
+        """One generation, no LLM: ``modality`` is "image", "video" or "audio" (ValueError otherwise);
+        ``options.model`` picks the generator (empty: the modality's default). The result's ``media``
+        holds the one file (``text`` is empty, ``meta_response`` None); ``stream=True`` yields its
+        events (InvocationStarted, Progress, MediaChunk, InvocationDone, Done). A failed generation
+        raises (``InvalidArgument``, ``NotFound``, ``Unavailable``, ``ResourceExhausted`` …)."""
+        request = build_generate_request(modality, prompt, options)
+        events = self._events(self._stub.Generate, request, timeout or self.timeout)
+        return events if stream else _result(events)
+
+    def _events(
+        self,
+        method: grpc.UnaryStreamMultiCallable[_Request, gateway_pb2.ChatEvent],
+        request: _Request,
+        timeout: float | None,
+    ) -> Iterator[ChatEvent]:
+        call = method(request, timeout=timeout)
         try:
             for raw in call:
                 event = to_event(raw)
@@ -185,9 +289,15 @@ class AsyncClient:
         video: Sequence[MediaInput] = (),
         history: Sequence[Turn] = (),
         timeout: float | None = None,
-        generators: dict[str, GenerationOptions] | None = None,
-        **options: Any,
+        generators: Mapping[str, GenerationOptions] | None = None,
+        meta_response_only: bool = False,
+        adapter: str = "",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
     ) -> ChatResult:
+        """The final :class:`ChatResult` of one user turn (no per-token events are sent)."""
         builder = ResultBuilder()
         async for event in self.stream(
             text,
@@ -197,8 +307,13 @@ class AsyncClient:
             history=history,
             timeout=timeout,
             generators=generators,
+            meta_response_only=meta_response_only,
+            adapter=adapter,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
             text_deltas=False,  # a final result needs no per-token events
-            **options,
         ):
             builder.add(event)
         return builder.result
@@ -212,13 +327,60 @@ class AsyncClient:
         video: Sequence[MediaInput] = (),
         history: Sequence[Turn] = (),
         timeout: float | None = None,
-        generators: dict[str, GenerationOptions] | None = None,
-        **options: Any,
+        generators: Mapping[str, GenerationOptions] | None = None,
+        meta_response_only: bool = False,
+        adapter: str = "",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        text_deltas: bool = True,
     ) -> AsyncGenerator[ChatEvent, None]:
+        """Typed events of one user turn as they come (``text_deltas=False``: no per-token events)."""
         request = build_request(
-            text, images=images, audio=audio, video=video, history=history, generators=generators, **options
+            text,
+            images=images,
+            audio=audio,
+            video=video,
+            history=history,
+            generators=generators,
+            meta_response_only=meta_response_only,
+            adapter=adapter,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            text_deltas=text_deltas,
         )
-        call = self._stub.Chat(request, timeout=timeout or self.timeout)
+        async with contextlib.aclosing(self._events(self._stub.Chat, request, timeout)) as events:
+            async for event in events:
+                yield event
+
+    async def generate(
+        self, modality: str, prompt: str, *, options: GenerationOptions | None = None, timeout: float | None = None
+    ) -> ChatResult:
+        """The result of one generation with no LLM (see :meth:`Client.generate`)."""
+        builder = ResultBuilder()
+        async for event in self.generate_stream(modality, prompt, options=options, timeout=timeout):
+            builder.add(event)
+        return builder.result
+
+    async def generate_stream(
+        self, modality: str, prompt: str, *, options: GenerationOptions | None = None, timeout: float | None = None
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """The events of one generation as they come (see :meth:`Client.generate`)."""
+        request = build_generate_request(modality, prompt, options)
+        async with contextlib.aclosing(self._events(self._stub.Generate, request, timeout)) as events:
+            async for event in events:
+                yield event
+
+    async def _events(
+        self,
+        method: aio.UnaryStreamMultiCallable[_Request, gateway_pb2.ChatEvent],
+        request: _Request,
+        timeout: float | None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        call = method(request, timeout=timeout or self.timeout)
         try:
             async for raw in call:
                 event = to_event(raw)
@@ -227,7 +389,7 @@ class AsyncClient:
         except aio.AioRpcError as error:
             raise from_rpc_error(error) from None
         finally:
-            call.cancel()
+            call.cancel()  # stops the server's work if the caller stopped reading
 
     async def list_models(self) -> list[ModelRoute]:
         try:

@@ -85,3 +85,16 @@ def test_events() -> None:
     assert event is not None
     assert (event.media_chunk.index, event.media_chunk.data, event.media_chunk.offset) == (1, b"xy", 4)
     assert convert.generator_event(0, generator_pb2.GenerateResponse()) is None
+
+
+def test_direct_generator_request_takes_the_options_as_a_chat_invocation_does() -> None:
+    options = gateway_pb2.GeneratorOverrides(model="sdxl", seed=7, steps=3, width=64, negative_prompt="blur")
+    out = convert.direct_generator_request(
+        gateway_pb2.GenerateRequest(modality=common_pb2.MODALITY_IMAGE, prompt="a cat", options=options)
+    )
+    chat = gateway_pb2.ChatRequest(options=gateway_pb2.ChatOptions(generator_overrides={"image": options}))
+    assert out == convert.generator_request(Invocation(OutputModality.IMAGE, "a cat"), chat)
+    assert (out.prompt, out.seed, out.steps, out.width, out.negative_prompt) == ("a cat", 7, 3, 64, "blur")
+    assert not out.HasField("height")  # unset stays unset: the generator's default applies
+    bare = convert.direct_generator_request(gateway_pb2.GenerateRequest(prompt="rain"))
+    assert bare == generator_pb2.GenerateRequest(prompt="rain")

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from modaverse_gateway.metaresponse import Invocation, OutputModality
+from modaverse_gateway.metaresponse import MAX_PROMPT_CHARS, Invocation, OutputModality
 from modaverse_gateway.routes import RoutingTable, load_routes
 from modaverse_gateway.settings import GatewaySettings
-from modaverse_gateway.validation import validate_chat
+from modaverse_gateway.validation import generate_prompt_limit, validate_chat, validate_generate
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.gateway.v1 import gateway_pb2
-from modaverse_runtime.errors import FailedPrecondition, InvalidArgument
+from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 IMAGE, VIDEO, AUDIO = OutputModality.IMAGE, OutputModality.VIDEO, OutputModality.AUDIO
 
@@ -104,3 +104,61 @@ def test_good_chat_passes(table: RoutingTable) -> None:
         table,
     )
     assert Invocation(IMAGE, "x").model == ""
+
+
+def generate(
+    prompt: str = "a red circle", modality: int = common_pb2.MODALITY_IMAGE, **options: object
+) -> gateway_pb2.GenerateRequest:
+    return gateway_pb2.GenerateRequest(
+        modality=modality,  # type: ignore[arg-type]
+        prompt=prompt,
+        options=gateway_pb2.GeneratorOverrides(**options),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_", "fragment"),
+    [
+        (generate(modality=common_pb2.MODALITY_TEXT), "MODALITY_TEXT cannot be generated"),
+        (generate(modality=common_pb2.MODALITY_UNSPECIFIED), "MODALITY_UNSPECIFIED cannot be generated"),
+        (generate(modality=9), "modality 9 cannot be generated"),
+        (generate(""), "prompt is empty"),
+        (generate(" \n\t"), "prompt is empty"),
+        (generate("x" * 101), "101 characters; the limit is 100"),
+        (generate(model="t2v"), "generates video, not image"),
+        (generate(modality=common_pb2.MODALITY_AUDIO), "no audio generator"),
+    ],
+)
+def test_bad_generations_are_invalid_argument(
+    table: RoutingTable, request_: gateway_pb2.GenerateRequest, fragment: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=fragment):
+        validate_generate(request_, GatewaySettings(max_text_chars=100), table)
+
+
+def test_generate_names_an_unknown_model_not_found(table: RoutingTable) -> None:
+    # NOT_FOUND, unlike a chat (where an unknown name in the options is INVALID_ARGUMENT).
+    with pytest.raises(NotFound, match="unknown image model 'flux'; routable: sd15, sdxl"):
+        validate_generate(generate(model="flux"), GatewaySettings(), table)
+    with pytest.raises(InvalidArgument):
+        validate_chat(
+            chat(user("hi"), generator_overrides={"image": gateway_pb2.GeneratorOverrides(model="flux")}),
+            GatewaySettings(),
+            table,
+        )
+
+
+def test_generate_routes_by_model_or_the_modalitys_default(table: RoutingTable) -> None:
+    settings = GatewaySettings()
+    assert validate_generate(generate(), settings, table).name == "sd15"
+    assert validate_generate(generate(model="sdxl"), settings, table).name == "sdxl"
+    assert validate_generate(generate(modality=common_pb2.MODALITY_VIDEO), settings, table).name == "t2v"
+
+
+def test_generate_prompt_limit_is_the_chat_text_limit_and_the_invocation_prompt_limit(table: RoutingTable) -> None:
+    assert generate_prompt_limit(GatewaySettings(max_text_chars=100)) == 100
+    assert generate_prompt_limit(GatewaySettings()) == MAX_PROMPT_CHARS  # below the default 16k text limit
+    settings = GatewaySettings()
+    validate_generate(generate("x" * MAX_PROMPT_CHARS), settings, table)
+    with pytest.raises(InvalidArgument, match="characters; the limit is"):
+        validate_generate(generate("x" * (MAX_PROMPT_CHARS + 1)), settings, table)

@@ -8,7 +8,7 @@ client's input was bad), UNAVAILABLE after every replica was tried becomes UNAVA
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 
 import grpc
 from grpc import aio
@@ -110,8 +110,9 @@ class Backends:
 
     def generate(
         self, route: Route, request: generator_pb2.GenerateRequest, timeout: float | None
-    ) -> AsyncIterator[generator_pb2.GenerateResponse]:
-        """Raw stream (the orchestrator reports a failed invocation, it does not fail the chat)."""
+    ) -> AsyncGenerator[generator_pb2.GenerateResponse, None]:
+        """Raw stream: the orchestrator maps its errors (a chat reports a failed invocation as an event,
+        a direct generation ends with the error)."""
 
         def open_stream(replica: Replica) -> AsyncIterable[generator_pb2.GenerateResponse]:
             stub = generator_pb2_grpc.GeneratorServiceStub(replica.channel)

@@ -46,16 +46,27 @@ def llm_request(request: gateway_pb2.ChatRequest, encoded: encoder_pb2.EncodeRes
     return out
 
 
-def generator_request(invocation: Invocation, request: gateway_pb2.ChatRequest) -> generator_pb2.GenerateRequest:
-    out = generator_pb2.GenerateRequest(prompt=invocation.prompt)
-    overrides = request.options.generator_overrides
-    if invocation.modality.value in overrides:
-        o = overrides[invocation.modality.value]
-        out.negative_prompt = o.negative_prompt
+def _with_overrides(prompt: str, overrides: gateway_pb2.GeneratorOverrides | None) -> generator_pb2.GenerateRequest:
+    """A generator request: the prompt plus the caller's settings (unset ones stay unset: the generator's
+    defaults apply). ``overrides.model`` picks the route and is not part of it."""
+    out = generator_pb2.GenerateRequest(prompt=prompt)
+    if overrides is not None:
+        out.negative_prompt = overrides.negative_prompt
         for name in ("seed", "steps", "guidance_scale", "width", "height", "num_frames", "fps", "duration_seconds"):
-            if o.HasField(name):
-                setattr(out, name, getattr(o, name))
+            if overrides.HasField(name):
+                setattr(out, name, getattr(overrides, name))
     return out
+
+
+def generator_request(invocation: Invocation, request: gateway_pb2.ChatRequest) -> generator_pb2.GenerateRequest:
+    """A chat's invocation, with the chat's overrides for its modality."""
+    overrides = request.options.generator_overrides
+    return _with_overrides(invocation.prompt, overrides.get(invocation.modality.value))  # .get adds no entry
+
+
+def direct_generator_request(request: gateway_pb2.GenerateRequest) -> generator_pb2.GenerateRequest:
+    """A Generate call's one invocation: its prompt and options, as a chat's invocation gets them."""
+    return _with_overrides(request.prompt, request.options)
 
 
 def meta_response_event(parsed: ParsedResponse, models: list[str]) -> gateway_pb2.ChatEvent:

@@ -5,6 +5,10 @@ every invocation interleaved (started, progress, media chunks, done or error), t
 failed invocation is reported as an InvocationError and does not fail the others. The chat's
 deadline is passed to every downstream call; if the client goes away, the async generator is
 closed and every downstream task is cancelled with it.
+
+A direct generation (Generate) is one such invocation on its own, with no encoder and no LLM: the
+same admission, routing, failover, metrics and events, except that a failure ends the call with its
+status instead of becoming an InvocationError event.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from grpc import aio
 
 from modaverse_protos.encoder.v1 import encoder_pb2
 from modaverse_protos.gateway.v1 import gateway_pb2
+from modaverse_protos.generator.v1 import generator_pb2
 from modaverse_runtime.errors import DeadlineExceeded, ModaverseError, ResourceExhausted
 
 from . import convert, metrics
@@ -27,7 +32,7 @@ from .deltas import DeltaBuffer
 from .metaresponse import Invocation, parse_meta_response
 from .routes import Route, RoutingTable
 from .settings import GatewaySettings
-from .validation import validate_chat
+from .validation import validate_chat, validate_generate
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ class Deadline:
     def remaining(self) -> float:
         left = self.at - time.monotonic()
         if left <= 0:
-            raise DeadlineExceeded("the chat's deadline passed")
+            raise DeadlineExceeded("the call's deadline passed")
         return left
 
 
@@ -54,21 +59,43 @@ class ChatOrchestrator:
         self.routes = routes
         self._slots = asyncio.Semaphore(settings.max_concurrent_chats)
 
-    async def chat(
-        self, request: gateway_pb2.ChatRequest, time_remaining: float | None
-    ) -> AsyncIterator[gateway_pb2.ChatEvent]:
-        validate_chat(request, self.settings, self.routes)
+    @contextlib.asynccontextmanager
+    async def _admitted(self, time_remaining: float | None) -> AsyncIterator[Deadline]:
+        """One of ``max_concurrent_chats`` slots (chats and direct generations share them), or
+        RESOURCE_EXHAUSTED at once; yields the call's deadline."""
         if self._slots.locked():
             raise ResourceExhausted(
-                f"the gateway is at its limit of {self.settings.max_concurrent_chats} concurrent chats; retry shortly"
+                f"the gateway is at its limit of {self.settings.max_concurrent_chats} concurrent chats and "
+                "generations; retry shortly"
             )
         async with self._slots:
             metrics.CHATS_IN_FLIGHT.inc()
             try:
-                async for event in self._chat(request, Deadline(time_remaining or self.settings.default_deadline_s)):
-                    yield event
+                yield Deadline(time_remaining or self.settings.default_deadline_s)
             finally:
                 metrics.CHATS_IN_FLIGHT.dec()
+
+    async def chat(
+        self, request: gateway_pb2.ChatRequest, time_remaining: float | None
+    ) -> AsyncIterator[gateway_pb2.ChatEvent]:
+        validate_chat(request, self.settings, self.routes)
+        async with self._admitted(time_remaining) as deadline:
+            async for event in self._chat(request, deadline):
+                yield event
+
+    async def generate(
+        self, request: gateway_pb2.GenerateRequest, time_remaining: float | None
+    ) -> AsyncGenerator[gateway_pb2.ChatEvent, None]:
+        """One generator invocation (index 0): its events, then Done (no usage). A failure raises."""
+        route = validate_generate(request, self.settings, self.routes)
+        invocation = Invocation(route.modality, request.prompt, request.options.model)
+        async with self._admitted(time_remaining) as deadline:
+            started = time.perf_counter()
+            events = self.invocation(0, invocation, route, convert.direct_generator_request(request), deadline)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
+            yield gateway_pb2.ChatEvent(done=gateway_pb2.Done(elapsed_seconds=time.perf_counter() - started))
 
     async def _chat(self, request: gateway_pb2.ChatRequest, deadline: Deadline) -> AsyncIterator[gateway_pb2.ChatEvent]:
         started = time.perf_counter()
@@ -142,6 +169,28 @@ class ChatOrchestrator:
         deadline: Deadline,
         queue: asyncio.Queue[gateway_pb2.ChatEvent | None],
     ) -> None:
+        """A chat's invocation: its events go to ``queue``; a failure becomes an InvocationError event."""
+        try:
+            events = self.invocation(index, invocation, route, convert.generator_request(invocation, request), deadline)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    queue.put_nowait(event)
+        except ModaverseError as exc:
+            queue.put_nowait(self._error(index, exc))
+        finally:
+            queue.put_nowait(None)
+
+    async def invocation(
+        self,
+        index: int,
+        invocation: Invocation,
+        route: Route | ModaverseError,
+        request: generator_pb2.GenerateRequest,
+        deadline: Deadline,
+    ) -> AsyncGenerator[gateway_pb2.ChatEvent, None]:
+        """One generator invocation on ``route`` (failover and retries in its replica set): started,
+        progress, media chunks, done. A failure raises a ModaverseError with the status it should have
+        (a route that could not be resolved is passed in as its error). Counted per route and outcome."""
         route_name = route.name if isinstance(route, Route) else "unrouted"
         outcome = "ok"
         metrics.INVOCATIONS_IN_FLIGHT.labels(route_name).inc()
@@ -155,34 +204,31 @@ class ChatOrchestrator:
                 model=route.name,
             )
             endpoint = ",".join(route.endpoints)
-            queue.put_nowait(
-                gateway_pb2.ChatEvent(
-                    invocation_started=gateway_pb2.InvocationStarted(invocation=proto_inv, endpoint=endpoint)
-                )
+            yield gateway_pb2.ChatEvent(
+                invocation_started=gateway_pb2.InvocationStarted(invocation=proto_inv, endpoint=endpoint)
             )
-            stream = self.backends.generate(route, convert.generator_request(invocation, request), deadline.remaining())
-            async for response in stream:
-                event = convert.generator_event(index, response)
-                if event is not None:
-                    queue.put_nowait(event)
-        except aio.AioRpcError as error:
-            failure = downstream_error(f"generator {route_name}", error)
-            outcome = failure.code.name
-            queue.put_nowait(self._error(index, failure))
+            stream = self.backends.generate(route, request, deadline.remaining())
+            try:
+                async with contextlib.aclosing(stream):
+                    async for response in stream:
+                        event = convert.generator_event(index, response)
+                        if event is not None:
+                            yield event
+            except aio.AioRpcError as error:
+                raise downstream_error(f"generator {route_name}", error) from None
         except ModaverseError as exc:
             outcome = exc.code.name
-            queue.put_nowait(self._error(index, exc))
-        except asyncio.CancelledError:
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
             outcome = "CANCELLED"
             raise
         except Exception as exc:
             log.exception("invocation %d failed", index)
             outcome = "INTERNAL"
-            queue.put_nowait(self._error(index, ModaverseError(f"internal error ({type(exc).__name__})")))
+            raise ModaverseError(f"internal error ({type(exc).__name__})") from exc
         finally:
             metrics.INVOCATIONS_IN_FLIGHT.labels(route_name).dec()
             metrics.INVOCATIONS.labels(route_name, outcome).inc()
-            queue.put_nowait(None)
 
     @staticmethod
     def _error(index: int, exc: ModaverseError) -> gateway_pb2.ChatEvent:

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -106,7 +106,7 @@ class ReplicaSet:
         assert last is not None
         raise last
 
-    async def stream(self, open_stream: Callable[[Replica], AsyncIterable[T]]) -> AsyncIterator[T]:
+    async def stream(self, open_stream: Callable[[Replica], AsyncIterable[T]]) -> AsyncGenerator[T, None]:
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self._plan()):
             if attempt:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from modaverse_runtime.errors import FailedPrecondition, InvalidArgument
+from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, ModaverseError
 
 from .metaresponse import OutputModality
 
@@ -90,13 +90,17 @@ class RoutingTable:
             return marked[0]
         return candidates[0] if len(candidates) == 1 else None
 
-    def resolve(self, modality: OutputModality, model: str = "") -> Route:
-        """The route for an invocation. Unknown names and missing routes are INVALID_ARGUMENT."""
+    def resolve(
+        self, modality: OutputModality, model: str = "", *, unknown: type[ModaverseError] = InvalidArgument
+    ) -> Route:
+        """The route for an invocation. Missing routes and a model of another modality are INVALID_ARGUMENT;
+        an unknown name raises ``unknown``: INVALID_ARGUMENT in a chat (where the name is one of its
+        options), NOT_FOUND for Generate (where the caller names the route it wants)."""
         if model:
             route = self.routes.get(model)
             if route is None:
                 known = ", ".join(r.name for r in self.for_modality(modality)) or "none"
-                raise InvalidArgument(f"unknown {modality} model {model!r}; routable: {known}")
+                raise unknown(f"unknown {modality} model {model!r}; routable: {known}")
             if route.modality is not modality:
                 raise InvalidArgument(f"model {model!r} generates {route.modality}, not {modality}")
             return route

@@ -29,6 +29,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         async for event in self.orchestrator.chat(request, context.time_remaining()):
             yield event
 
+    async def Generate(
+        self, request: gateway_pb2.GenerateRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[gateway_pb2.ChatEvent]:
+        async for event in self.orchestrator.generate(request, context.time_remaining()):
+            yield event
+
     async def ListModels(
         self, request: gateway_pb2.ListModelsRequest, context: aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.ListModelsResponse:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.gateway.v1 import gateway_pb2
-from modaverse_runtime.errors import InvalidArgument
+from modaverse_runtime.errors import InvalidArgument, NotFound
 
-from .metaresponse import OutputModality
-from .routes import RoutingTable
+from .metaresponse import MAX_PROMPT_CHARS, OutputModality
+from .routes import Route, RoutingTable
 from .settings import GatewaySettings
 
 ENCODABLE = (common_pb2.MODALITY_IMAGE, common_pb2.MODALITY_VIDEO, common_pb2.MODALITY_AUDIO)
 OVERRIDE_KEYS = {m.value for m in (OutputModality.IMAGE, OutputModality.VIDEO, OutputModality.AUDIO)}
+GENERATABLE = {
+    common_pb2.MODALITY_IMAGE: OutputModality.IMAGE,
+    common_pb2.MODALITY_VIDEO: OutputModality.VIDEO,
+    common_pb2.MODALITY_AUDIO: OutputModality.AUDIO,
+}
 
 
 def validate_chat(request: gateway_pb2.ChatRequest, settings: GatewaySettings, routes: RoutingTable) -> None:
@@ -45,3 +50,29 @@ def validate_chat(request: gateway_pb2.ChatRequest, settings: GatewaySettings, r
             raise InvalidArgument(f"generator_overrides key {key!r} is not one of {sorted(OVERRIDE_KEYS)}")
         if override.model:
             routes.resolve(OutputModality(key), override.model)  # unknown model → INVALID_ARGUMENT
+
+
+def generate_prompt_limit(settings: GatewaySettings) -> int:
+    """A direct generation's prompt: at most what a chat may send as text, and at most what the gateway
+    passes on from a meta-response as one invocation's prompt."""
+    return min(settings.max_text_chars, MAX_PROMPT_CHARS)
+
+
+def validate_generate(request: gateway_pb2.GenerateRequest, settings: GatewaySettings, routes: RoutingTable) -> Route:
+    """Checks a Generate request and returns its route (``options.model``, or the modality's default).
+
+    An unknown model name is NOT_FOUND; a model of another modality or a modality with no route is
+    INVALID_ARGUMENT, as in a chat. The generator checks the settings themselves (steps, size …)."""
+    modality = GENERATABLE.get(request.modality)
+    if modality is None:
+        name = common_pb2.Modality.Name(request.modality) if request.modality in common_pb2.Modality.values() else ""
+        raise InvalidArgument(
+            f"modality {name or request.modality} cannot be generated; use MODALITY_IMAGE, MODALITY_VIDEO or "
+            "MODALITY_AUDIO"
+        )
+    if not request.prompt.strip():
+        raise InvalidArgument("the prompt is empty; say what to generate")
+    limit = generate_prompt_limit(settings)
+    if len(request.prompt) > limit:
+        raise InvalidArgument(f"the prompt has {len(request.prompt)} characters; the limit is {limit}")
+    return routes.resolve(modality, request.options.model, unknown=NotFound)
