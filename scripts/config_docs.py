@@ -12,6 +12,7 @@ from modaverse_gateway.settings import GatewaySettings
 from modaverse_generators.settings import GeneratorSettings
 from modaverse_llm.settings import LLMSettings
 from modaverse_runtime.settings import ServerSettings
+from modaverse_web.settings import WebSettings
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
@@ -19,6 +20,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("llm (`modaverse-llm`)", LLMSettings),
     ("generator (`modaverse-generator`)", GeneratorSettings),
     ("gateway (`modaverse-gateway`)", GatewaySettings),
+    ("web (`modaverse-web`)", WebSettings),
 ]
 
 
