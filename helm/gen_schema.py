@@ -244,6 +244,49 @@ del GENERATOR_PROPS["image"]["required"]
 
 PEERS: Schema = {"type": "array", "items": {"type": "object"}}
 
+SERVICE = obj(
+    {
+        "type": enum("ClusterIP", "LoadBalancer", "NodePort"),
+        "port": integer(1, 65535),
+        "annotations": string_map(),
+        "loadBalancerSourceRanges": {"type": "array", "items": STRING},
+    },
+    ["type", "port"],
+)
+INGRESS = obj(
+    {
+        "enabled": BOOL,
+        "className": STRING,
+        "annotations": string_map(),
+        "host": {"type": "string", "minLength": 1},
+        "tlsSecretName": STRING,
+    }
+)
+# A Secret and the key in it that the chart mounts as a file.
+SECRET_FILE = obj({"secretName": STRING, "key": {"type": "string", "minLength": 1}})
+
+# The web front door (modaverse-web): an HTTP client of the gateway; no GPU, storage or autoscaling. Its probes
+# are HTTP (GET /healthz, /readyz); tls is HTTPS on its own port (client certificates are not offered).
+WEB_PROPS: dict[str, Schema] = {
+    key: value for key, value in workload(1, storage=False).items() if key not in ("gpu", "tls", "autoscaling")
+}
+WEB_PROPS.update(
+    {
+        # Hosts whose media URLs are fetched: 'example.com', or '.example.com' for any subdomain.
+        "allowedMediaHosts": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^\.?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"},
+        },
+        "publicUrl": {"type": "string", "pattern": r"^(https?://[^\s/]+(/\S*)?)?$"},
+        "auth": SECRET_FILE,
+        "gatewayToken": SECRET_FILE,
+        "forwardToken": BOOL,
+        "tls": obj({"enabled": BOOL, "secretName": STRING}),
+        "service": SERVICE,
+        "ingress": INGRESS,
+    }
+)
+
 # Paths inside the pods: absolute, no empty segment, no trailing slash, no whitespace (release.root + "/base").
 ABS_PATH = r"(/[^/\s]+)+"
 PATH: Schema = {"type": "string", "pattern": f"^{ABS_PATH}$"}
@@ -330,7 +373,16 @@ VALUES: Schema = {
                 ],
             ),
             "serviceAccount": obj({"create": BOOL, "name": STRING, "annotations": string_map()}),
-            "networkPolicy": obj({"enabled": BOOL, "gatewayFrom": PEERS, "metricsFrom": PEERS}),
+            "networkPolicy": obj(
+                {
+                    "enabled": BOOL,
+                    "gatewayFrom": PEERS,
+                    "webFrom": PEERS,
+                    # NetworkPolicyEgressRules added to the web pods' policy.
+                    "webEgress": {"type": "array", "items": {"type": "object"}},
+                    "metricsFrom": PEERS,
+                }
+            ),
             "serviceMonitor": obj(
                 {
                     "enabled": BOOL,
@@ -353,6 +405,8 @@ VALUES: Schema = {
             "encoder": obj(workload(1), [*SERVICE_REQUIRED, "storage"]),
             "llm": obj(workload(1), [*SERVICE_REQUIRED, "storage"]),
             "gateway": obj(GATEWAY_PROPS, [*SERVICE_REQUIRED, "service"]),
+            # Not required: a release upgraded with --reuse-values from a chart without `web` has no such key.
+            "web": obj(WEB_PROPS, ["enabled", "image", "replicas", "port", "resources", "probes", "service"]),
             "generatorDefaults": obj(GENERATOR_DEFAULT_PROPS, ["image", "port", "gpu", "probes"]),
             "generators": {
                 "type": "object",

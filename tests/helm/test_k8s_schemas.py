@@ -55,6 +55,33 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "no-networkpolicy-no-sa": (EXAMPLES["tiny-cpu"], ("networkPolicy.enabled=false", "serviceAccount.create=false")),
+    # The web front door (on in example:tiny-cpu): with GPUs, then with every option (its NetworkPolicy, Ingress,
+    # Secrets, HTTPS probes).
+    "web": ((), ("web.enabled=true",)),
+    "web-everything": (
+        EXAMPLES["full-gpu"],
+        (
+            "web.enabled=true",
+            "web.replicas=2",
+            "web.pdb.minAvailable=1",
+            "web.tls.enabled=true",
+            "web.tls.secretName=mv-web-tls",
+            "gateway.tls.enabled=true",
+            "gateway.tls.secretName=mv-gateway-tls",
+            "web.gatewayToken.secretName=mv-web-gateway-token",
+            "web.auth.secretName=mv-web-tokens",
+            "web.ingress.enabled=true",
+            "web.ingress.tlsSecretName=mv-web-ingress-tls",
+            "web.service.type=LoadBalancer",
+            "web.service.loadBalancerSourceRanges={10.0.0.0/8}",
+            "web.extraEnv[0].name=EXTRA",
+            "web.extraEnv[0].value=on",
+            "networkPolicy.gatewayFrom[0].ipBlock.cidr=10.0.0.0/8",
+            "networkPolicy.webFrom[0].namespaceSelector.matchLabels.role=edge",
+            "networkPolicy.webEgress[0].to[0].ipBlock.cidr=0.0.0.0/0",
+            "networkPolicy.webEgress[0].ports[0].port=443",
+        ),
+    ),
     # The release.prepare Job and the encoder / LLM pods' wait-for-release init containers.
     "release-prepare": (
         EXAMPLES["full-gpu"],

@@ -12,6 +12,7 @@ from modaverse_gateway.settings import GatewaySettings
 from modaverse_generators.settings import GeneratorSettings
 from modaverse_llm.settings import LLMSettings
 from modaverse_runtime.settings import ServerSettings
+from modaverse_web.settings import WebSettings
 from tests.helm.chart import EXAMPLES, FULLNAME, Manifest, env_of, main_container, render
 
 SETTINGS: dict[str, type[ServerSettings]] = {
@@ -19,6 +20,7 @@ SETTINGS: dict[str, type[ServerSettings]] = {
     "llm": LLMSettings,
     "generator": GeneratorSettings,
     "gateway": GatewaySettings,
+    "web": WebSettings,
 }
 
 VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -31,6 +33,21 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "global.tls.mtls=true",
             "gateway.tls.enabled=true",
             "gateway.tls.secretName=gw",
+        ),
+    ),
+    # The web front door with everything it can be given: TLS to the gateway, tokens, HTTPS, an Ingress.
+    "web": (
+        EXAMPLES["tiny-cpu"],
+        (
+            "web.enabled=true",
+            "gateway.tls.enabled=true",
+            "gateway.tls.secretName=gw",
+            "web.gatewayToken.secretName=gw-token",
+            "web.auth.secretName=web-tokens",
+            "web.tls.enabled=true",
+            "web.tls.secretName=web-tls",
+            "web.ingress.enabled=true",
+            "web.allowedMediaHosts={.example.com}",
         ),
     ),
 }

@@ -52,6 +52,15 @@ BAD_VALUES: dict[str, tuple[tuple[str, ...], str]] = {
     "release-unknown-source": (("release.prepare.sources.vicuna.repo=a/b",), "vicuna"),
     "release-bad-repo": (("release.prepare.sources.llama.repo=not a repo",), "/release/prepare/sources/llama/repo"),
     "release-bad-url": (("release.prepare.imagebindUrl=ftp://x/y.pth",), "/release/prepare/imagebindUrl"),
+    # the web front door
+    "web-unknown-key": (("web.gpu.enabled=true",), "gpu"),
+    "web-port-out-of-range": (("web.port=0",), "/web/port"),
+    "web-enabled-string": (("web.enabled=yes",), "/web/enabled"),
+    "web-media-host-with-scheme": (("web.allowedMediaHosts={https://example.com}",), "/web/allowedMediaHosts/0"),
+    "web-public-url-not-http": (("web.publicUrl=chat.example.org",), "/web/publicUrl"),
+    "web-tls-mtls-not-offered": (("web.tls.mtls=true",), "mtls"),
+    "web-empty-token-key": (("web.auth.key=",), "/web/auth/key"),
+    "web-unknown-network-policy-key": (("networkPolicy.webTo[0].podSelector.x=y",), "webTo"),
 }
 
 
