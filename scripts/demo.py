@@ -1,19 +1,25 @@
 """The README's run command (`make demo`): the whole stack on the tiny profile, a real conversation.
 
 Starts every service as its own process (encoder, LLM, three generators, gateway; tiny models,
-built on first use — the LLM is the trained tiny model when `make train-tiny` has run), then holds
-a conversation through the SDK covering text→text, text→image, image→text, audio→image,
-text→video and text→audio, saving every generated file under outputs/ and printing where.
+built on first use — the LLM is the trained tiny model when `make train-tiny` has run), and the web
+front door when `modaverse-web` is installed (its playground's URL is printed), then holds a
+conversation through the SDK covering text→text, text→image, image→text, audio→image, text→video
+and text→audio, saving every generated file under outputs/ and printing where.
+
+    python scripts/demo.py           # the conversation, then the stack stops
+    python scripts/demo.py --keep    # ... then the stack (and the playground) stays up until Ctrl-C
 """
 
 from __future__ import annotations
 
+import argparse
+import socket
 import sys
 import time
 from pathlib import Path
 
 from modaverse import Client, GenerationOptions
-from modaverse.stack import local_stack
+from modaverse.stack import WEB_PORT, local_stack, web_lines
 from modaverse.types import ChatResult
 from modaverse_runtime import samples
 
@@ -54,12 +60,27 @@ def show(title: str, result: ChatResult, folder: Path) -> None:
         print(f"   invocation {error.index} failed: {error.code} {error.message}")
 
 
-def main() -> int:
+def free_port(preferred: int) -> int:
+    """``preferred`` when nothing listens there on loopback, else 0 (any free port)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return 0
+    return preferred
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keep", action="store_true", help="keep the stack and the playground up until Ctrl-C")
+    args = parser.parse_args(argv)
     files = write_samples()
     started = time.perf_counter()
-    print("starting the tiny stack (encoder, llm, image/video/audio generators, gateway) ...", flush=True)
-    with local_stack(profile="tiny", log_dir=ROOT / ".modaverse" / "logs") as stack:
+    print("starting the tiny stack (encoder, llm, image/video/audio generators, gateway, web) ...", flush=True)
+    with local_stack(profile="tiny", log_dir=ROOT / ".modaverse" / "logs", web_port=free_port(WEB_PORT)) as stack:
         print(f"gateway SERVING on {stack.target} after {time.perf_counter() - started:.0f}s", flush=True)
+        for line in web_lines(stack):
+            print(line, flush=True)
         fast = {m: GenerationOptions(seed=0) for m in ("image", "video", "audio")}
         image, sound = [files["blue_square.png"]], [files["low_hum.wav"]]
         conversation: list[tuple[str, str, list[Path], list[Path]]] = [
@@ -74,6 +95,19 @@ def main() -> int:
             for index, (title, text, images, audio) in enumerate(conversation, start=1):
                 result = client.chat(text, images=images, audio=audio, generators=fast)
                 show(f"{title}: {text!r}", result, OUTPUTS / f"{index}")
+        if args.keep:
+            where = f"; playground: {stack.web_url}" if stack.web_url else ""
+            print(f"\nthe stack stays up (gateway {stack.target}{where}); Ctrl-C stops it", flush=True)
+            try:
+                while all(s.proc is None or s.proc.poll() is None for s in stack.processes().values()):
+                    time.sleep(0.5)
+                print("a service exited; stopping the stack", flush=True)
+            except KeyboardInterrupt:
+                pass
+        elif stack.web_url:
+            print(
+                "\n(the playground stops with the demo; `python scripts/demo.py --keep` or `modaverse up` keeps it up)"
+            )
     print(f"\noutputs are in {OUTPUTS.relative_to(ROOT)}/; the stack stopped cleanly (SIGTERM → drain → unload)")
     return 0
 

@@ -1,7 +1,8 @@
-"""Running ModaVerse services as local processes (the demo, tests, and later `modaverse up`)."""
+"""Running ModaVerse services as local processes (the demo, tests, and `modaverse up`)."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -18,10 +19,37 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def service_executable(name: str) -> str:
-    """The console script ``name``, preferring the one beside the running interpreter."""
+class ServicesNotInstalled(RuntimeError):
+    """The services' commands (``modaverse-encoder`` …) are not installed: the SDK alone only talks to a
+    gateway that runs elsewhere."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(
+            f"running the stack locally needs the ModaVerse services, and {', '.join(self.missing)} "
+            f"{'is' if len(self.missing) == 1 else 'are'} not installed. The SDK (`pip install ./protos ./sdk`) "
+            "only talks to a running gateway (`modaverse chat --target HOST:PORT`). To run the services here, "
+            "install the whole stack from a clone of the repository: `make install` (torch, diffusers, "
+            "ImageBind …; see the README)."
+        )
+
+
+def find_service_executable(name: str) -> str | None:
+    """The console script ``name``, preferring the one beside the running interpreter; None if absent."""
     beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def service_executable(name: str) -> str:
+    """The console script ``name`` (see :func:`find_service_executable`); the bare name if not found."""
+    return find_service_executable(name) or name
+
+
+def require_services(names: Sequence[str]) -> None:
+    """Raise :class:`ServicesNotInstalled` naming every command of ``names`` that is not installed."""
+    missing = [name for name in names if find_service_executable(name) is None]
+    if missing:
+        raise ServicesNotInstalled(missing)
 
 
 class LocalService:
@@ -122,3 +150,53 @@ class LocalService:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class LocalWebService(LocalService):
+    """The web front door (``modaverse-web serve``, HTTP) in a child process; ready when ``GET /readyz`` answers
+    200. ``gateway``: the gateway's HOST:PORT it calls."""
+
+    READY_PATH = "/readyz"
+
+    def __init__(
+        self,
+        executable: str,
+        *,
+        gateway: str,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_path: Path | None = None,
+    ) -> None:
+        super().__init__(
+            executable, args=["--gateway", gateway, *args], env=env, host=host, port=port, log_path=log_path
+        )
+        self.gateway = gateway
+
+    @property
+    def url(self) -> str:
+        """The playground's address (the API is under ``/v1``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def ready(self) -> bool:
+        """One ``GET /readyz`` (no proxy: the service is on this machine)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=1.0)
+        try:
+            conn.request("GET", self.READY_PATH)
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def wait_serving(self, timeout: float, log_path: Path) -> None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            self._check_alive(log_path)
+            if self.ready():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.executable} did not answer {self.READY_PATH} with 200")
+            time.sleep(0.1)
