@@ -102,8 +102,11 @@ def test_builder_is_deterministic_and_follows_the_mix() -> None:
 def test_shapes_world_is_real_media_and_deterministic(tmp_path: Path) -> None:
     counts = WorldCounts(images=12, audio=5, video=2)
     files = generate_world(tmp_path / "a", counts, seed=1)
-    generate_world(tmp_path / "b", counts, seed=1)
-    assert (tmp_path / "a/images/img_00003.png").read_bytes() == (tmp_path / "b/images/img_00003.png").read_bytes()
+    ticks: list[int] = []  # the progress callback (make demo's display) sees every file and changes nothing
+    generate_world(tmp_path / "b", counts, seed=1, on_file=lambda: ticks.append(1))
+    assert len(ticks) == 12 + 5 + 2
+    for name in ("images/img_00003.png", "audio/aud_00004.wav", "video/vid_00001.mp4", "images.tsv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     images = read_captions(files["image"], "image")
     assert len(images) == 12
     assert images[0].caption == "a red circle"

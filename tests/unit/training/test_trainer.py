@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modaverse_training.trainer import TrainConfig, Trainer, seed_everything
+from modaverse_training.progress import Progress
+from modaverse_training.trainer import EvalSet, TrainConfig, Trainer, seed_everything
 
 from .conftest import Tiny
 
@@ -27,6 +30,23 @@ def test_loss_falls_on_a_short_run(tiny: Tiny, tmp_path: Path) -> None:
     first, last = sum(history.losses[:5]) / 5, sum(history.losses[-5:]) / 5
     assert last < 0.5 * first, (first, last)
     assert time.perf_counter() - started < 60
+
+
+def test_progress_shows_steps_metrics_and_evaluations(tiny: Tiny, tmp_path: Path) -> None:
+    """What `make demo` prints while training (plain lines, as in CI); a fake clock, a second per reading."""
+    ticks = iter(range(10_000))
+    out = io.StringIO()
+    progress = Progress("lines", out, clock=lambda: float(next(ticks)), interval=1.0)
+    config = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup=1, threads=1, eval_every=1)
+    eval_set = EvalSet(tiny.eval[:2], tiny.data.eval_vectors[:2])
+    model = tiny.model()
+    Trainer(model, tiny.data.train, tiny.data.train_index, config, tmp_path, eval_set, progress).train()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "training: started (2 steps to go)"
+    assert any(re.fullmatch(r"training 1/2 steps 50% \| loss \d+\.\d{3} lr \S+ \| .* left", x) for x in lines), lines
+    assert any(x.startswith("training 1/2 steps 50% (evaluating on 2 examples)") for x in lines), lines
+    assert [x.split(":")[0] for x in lines if x.startswith("step ")] == ["step 1", "step 2"]
+    assert re.fullmatch(r"training: done, 2 steps in \d+s \(.*\) \| loss \d+\.\d{3} lr \S+", lines[-1]), lines
 
 
 def test_resume_equals_an_uninterrupted_run(tiny: Tiny, tmp_path: Path) -> None:

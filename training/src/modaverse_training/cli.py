@@ -19,7 +19,17 @@ from pathlib import Path
 from modaverse_runtime.settings import default_model_dir
 
 from .params import SizeConfig, count_parameters, hand_count
+from .progress import MODES, Progress
 from .trainer import TrainConfig
+
+
+def _progress_mode(args: argparse.Namespace) -> str:
+    """``--no-progress`` wins over ``--progress``."""
+    return "off" if getattr(args, "no_progress", False) else str(getattr(args, "progress", "auto"))
+
+
+def _progress(args: argparse.Namespace) -> Progress:
+    return Progress.create(_progress_mode(args))
 
 
 def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
@@ -38,7 +48,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
         )
         if getattr(args, name, None) is not None
     }
-    return replace(base, **changes, progress=not args.no_progress)
+    return replace(base, **changes, progress=_progress_mode(args) != "off")
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -53,14 +63,21 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--progress",
+        choices=MODES,
+        default="auto",
+        help="auto (default): one updating line per stage on a terminal, a plain line every 20 s otherwise; "
+        "bar; lines; off",
+    )
+    p.add_argument("--no-progress", action="store_true", help="same as --progress off")
 
 
 def _cmd_shapes(args: argparse.Namespace) -> int:
     from .recipe import TinyRecipe, build_data
 
     recipe = TinyRecipe(images=args.images, audio=args.audio, video=args.video, seed=args.seed)
-    train, evaluation = build_data(args.out, recipe)
+    train, evaluation = build_data(args.out, recipe, Progress.create("auto"))
     print(f"wrote {train} and {evaluation}")
     return 0
 
@@ -97,6 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         export_dir=args.export,
         resume=not args.no_resume,
         device=args.device,
+        progress=_progress(args),
     )
     result = run(spec)
     print(json.dumps({"trainable_parameters": result.trainable, "eval": result.final and result.final.as_dict()}))
@@ -128,7 +146,7 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 
     recipe = TinyRecipe()
     recipe = replace(recipe, images=args.images or recipe.images, config=_train_config(args, recipe.config))
-    summary = run_tiny(args.model_dir, args.work, recipe, force=args.force)
+    summary = run_tiny(args.model_dir, args.work, recipe, force=args.force, progress=_progress(args))
     if args.docs:
         write_results(args.docs, summary)
     print(json.dumps(summary.get("eval"), indent=2))
@@ -186,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Our own display shows each stage; the hub's and transformers' bars (shards written, weights loaded) would
+    # only interleave with it.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs; a root mypy override is proposed
 
 from modaverse_encoder.architectures import BRANCH_FOR_KIND
 from modaverse_encoder.artifacts import EncoderArtifacts, resolve_artifacts
@@ -29,6 +28,8 @@ from modaverse_encoder.checkpoint import load_imagebind
 from modaverse_encoder.imagebind_encoder import ImageBindEncoder
 from modaverse_encoder.settings import EncoderSettings
 from modaverse_runtime.media import MediaKind
+
+from .progress import Progress, Stage
 
 log = logging.getLogger(__name__)
 _SAVE_EVERY = 2048
@@ -86,19 +87,24 @@ class FeatureCache:
         torch.save({"keys": keys, "vectors": torch.stack([self._table[k] for k in keys])}, tmp)
         os.replace(tmp, self.path)  # atomic: a crash never leaves a half-written cache
 
-    def vectors(self, media: Sequence[tuple[str, Path]], progress: bool = True) -> tuple[torch.Tensor, FeatureStats]:
+    def vectors(
+        self, media: Sequence[tuple[str, Path]], progress: bool | Progress = True
+    ) -> tuple[torch.Tensor, FeatureStats]:
         keys = [media_key(kind, path) for kind, path in media]
         missing = {k: item for k, item in zip(keys, media, strict=True) if k not in self._table}
         hits = len(set(keys)) - len(missing)
         if missing:
-            self._compute(missing, progress)
+            shown = progress if isinstance(progress, Progress) else Progress.create("auto" if progress else "off")
+            with shown.stage("ImageBind features", total=len(missing), unit="item") as stage:
+                self._compute(missing, stage)
             self._save()
         return torch.stack([self._table[k] for k in keys]), FeatureStats(hits, len(missing))
 
-    def _compute(self, missing: dict[str, tuple[str, Path]], progress: bool) -> None:
+    def _compute(self, missing: dict[str, tuple[str, Path]], stage: Stage) -> None:
         by_kind: dict[str, list[tuple[str, Path]]] = {}
         for key, (kind, path) in missing.items():
             by_kind.setdefault(kind, []).append((key, path))
+        stage.status("loading ImageBind")
         encoder = ImageBindEncoder(self.settings)  # not loaded: used for its transforms only
         model = load_imagebind(
             self.artifacts.checkpoint,
@@ -112,11 +118,11 @@ class FeatureCache:
             return encoder.preprocess(MediaInput(MediaKind(missing[key][0]), path.read_bytes()))
 
         done = 0
-        bar = tqdm(total=len(missing), desc="imagebind features", unit="item", disable=not progress)
         # Decoding/transforms of the next batch overlap the forward pass of this one.
         with ThreadPoolExecutor(2) as pool, torch.inference_mode():
             for kind, items in by_kind.items():
                 branch = BRANCH_FOR_KIND[kind]
+                stage.status(f"encoding {kind}")
                 pending = None
                 for batch in [*_batches(items, self.batch_size), []]:
                     future = pool.map(prepare, batch) if batch else None
@@ -124,9 +130,8 @@ class FeatureCache:
                         keys, tensors = pending
                         out = model({branch: torch.stack(list(tensors))})[branch].float()
                         self._table.update(zip(keys, out.unbind(0), strict=True))
-                        bar.update(len(keys))
+                        stage.update(len(keys))
                         done += len(keys)
                         if done % _SAVE_EVERY < len(keys):  # an interrupted run keeps what it computed
                             self._save()
                     pending = ([k for k, _ in batch], future) if future is not None else None
-        bar.close()

@@ -24,6 +24,7 @@ from .evaluate import EvalResult, evaluate, example_vectors
 from .export import export
 from .features import FeatureCache, FeatureStats
 from .model import ModaVerseModel, ModelSpec, build_model
+from .progress import Progress
 from .schema import Example
 from .trainer import EvalSet, History, TrainConfig, Trainer, seed_everything, torch_threads
 
@@ -48,6 +49,13 @@ class RunSpec:
     export_dir: Path | None = None
     resume: bool = True
     device: str = "auto"
+    # Where progress goes (None: from config.progress, a bar on a terminal and plain lines elsewhere).
+    progress: Progress | None = None
+
+    def display(self) -> Progress:
+        if self.progress is not None:
+            return self.progress
+        return Progress.create("auto" if self.config.progress else "off")
 
 
 @dataclass
@@ -71,7 +79,7 @@ class RunResult:
     feature_seconds: float
 
 
-def prepare(spec: RunSpec, builder: PromptBuilder, context: int) -> Prepared:
+def prepare(spec: RunSpec, builder: PromptBuilder, context: int, progress: Progress | None = None) -> Prepared:
     """Features for every media file (from the cache where possible) and the tokenized train set."""
     started = time.perf_counter()
     train_media = [resolve_media(ex, spec.train_root) for ex in spec.train]
@@ -82,7 +90,7 @@ def prepare(spec: RunSpec, builder: PromptBuilder, context: int) -> Prepared:
             table.setdefault(item, len(table))
     cache = FeatureCache(spec.encoder, spec.cache_dir)
     if table:
-        features, stats = cache.vectors(list(table), progress=spec.config.progress)
+        features, stats = cache.vectors(list(table), progress=progress if progress is not None else spec.display())
     else:
         embed_dim = int(architecture_kwargs(cache.artifacts.arch, cache.artifacts.arch_overrides)["out_embed_dim"])
         features, stats = torch.zeros(0, embed_dim), FeatureStats(0, 0)
@@ -94,6 +102,7 @@ def prepare(spec: RunSpec, builder: PromptBuilder, context: int) -> Prepared:
 
 def run(spec: RunSpec) -> RunResult:
     seed_everything(spec.config.seed)
+    progress = spec.display()
     device = resolve_device(spec.device)
     prime_transformers()  # before transformers meets the encoder's stand-in timm (modaverse_llm.compat)
     from transformers import AutoConfig, AutoTokenizer
@@ -101,7 +110,7 @@ def run(spec: RunSpec) -> RunResult:
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
     context = int(AutoConfig.from_pretrained(spec.base).max_position_embeddings)
     with torch_threads(spec.config.threads):
-        data = prepare(spec, PromptBuilder(tokenizer), context)
+        data = prepare(spec, PromptBuilder(tokenizer), context, progress)
     log.info("features: %d cached, %d computed in %.1fs", data.stats.hits, data.stats.computed, data.seconds)
     model_spec = ModelSpec(
         base=spec.base,
@@ -116,13 +125,13 @@ def run(spec: RunSpec) -> RunResult:
     trainable = model.trainable_parameters()
     log.info("trainable parameters: %s", f"{trainable:,}")
     eval_set = EvalSet(spec.eval, data.eval_vectors) if spec.eval else None
-    trainer = Trainer(model, data.train, data.train_index, spec.config, spec.run_dir, eval_set)
+    trainer = Trainer(model, data.train, data.train_index, spec.config, spec.run_dir, eval_set, progress)
     if spec.resume:
         trainer.resume()
     history = trainer.train()
     final = trainer.last_eval[1] if trainer.last_eval and trainer.last_eval[0] == trainer.step else None
     if spec.eval and final is None:
-        with torch_threads(spec.config.threads):
+        with torch_threads(spec.config.threads), progress.stage(f"evaluating on {len(spec.eval)} examples"):
             final = evaluate(model, spec.eval, data.eval_vectors, spec.config.eval_max_tokens)
     summary: dict[str, Any] = {
         "trainable_parameters": trainable,
@@ -138,5 +147,6 @@ def run(spec: RunSpec) -> RunResult:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     (spec.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if spec.export_dir is not None:
-        export(model, data.encoder, spec.export_dir, summary)
+        with progress.stage(f"exporting to {spec.export_dir}"):
+            export(model, data.encoder, spec.export_dir, summary)
     return RunResult(model, history, final, trainable, data.stats, data.seconds)

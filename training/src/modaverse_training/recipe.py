@@ -25,6 +25,7 @@ from modaverse_llm.tiny import ensure_tiny_llm
 from .builder import CaptionedMedia, build_examples, read_captions
 from .export import EXPORT_INFO
 from .pipeline import RunSpec, run
+from .progress import Progress
 from .schema import write_jsonl
 from .shapes import WorldCounts, generate_world
 from .trainer import TrainConfig
@@ -64,12 +65,15 @@ def split(items: list[CaptionedMedia], holdout: float) -> tuple[list[CaptionedMe
     return items[:cut], items[cut:]
 
 
-def build_data(world: Path, recipe: TinyRecipe) -> tuple[Path, Path]:
+def build_data(world: Path, recipe: TinyRecipe, progress: Progress | None = None) -> tuple[Path, Path]:
     """Render the world (once) and write train.jsonl / eval.jsonl beside it."""
+    progress = progress if progress is not None else Progress.off()
     counts = WorldCounts(recipe.images, recipe.audio, recipe.video)
     stamp = world / "world.json"
     if not stamp.is_file() or json.loads(stamp.read_text()) != {**asdict(counts), "seed": recipe.seed}:
-        generate_world(world, counts, recipe.seed)
+        files = counts.images + counts.audio + counts.video
+        with progress.stage("rendering the shapes world", total=files, unit="file") as stage:
+            generate_world(world, counts, recipe.seed, on_file=stage.update)
         stamp.write_text(json.dumps({**asdict(counts), "seed": recipe.seed}) + "\n")
     train_items: list[CaptionedMedia] = []
     eval_items: list[CaptionedMedia] = []
@@ -77,15 +81,21 @@ def build_data(world: Path, recipe: TinyRecipe) -> tuple[Path, Path]:
         train, held = split(read_captions(world / f"{kind if kind != 'image' else 'images'}.tsv", kind), recipe.holdout)
         train_items += train
         eval_items += held
-    train_ex = build_examples(train_items, recipe.train_examples, mix=TINY_MIX, seed=recipe.seed + 1, id_prefix="train")
-    eval_ex = build_examples(eval_items, recipe.eval_examples, mix=TINY_MIX, seed=recipe.seed + 2, id_prefix="eval")
-    write_jsonl(world / "train.jsonl", train_ex)
-    write_jsonl(world / "eval.jsonl", eval_ex)
+    with progress.stage(f"writing {recipe.train_examples} + {recipe.eval_examples} instructions"):
+        train_ex = build_examples(
+            train_items, recipe.train_examples, mix=TINY_MIX, seed=recipe.seed + 1, id_prefix="train"
+        )
+        eval_ex = build_examples(eval_items, recipe.eval_examples, mix=TINY_MIX, seed=recipe.seed + 2, id_prefix="eval")
+        write_jsonl(world / "train.jsonl", train_ex)
+        write_jsonl(world / "eval.jsonl", eval_ex)
     return world / "train.jsonl", world / "eval.jsonl"
 
 
-def run_tiny(model_dir: Path, work: Path, recipe: TinyRecipe, force: bool = False) -> dict[str, Any]:
-    """Returns the export's summary; skips everything when the tiny profile already holds an export."""
+def run_tiny(
+    model_dir: Path, work: Path, recipe: TinyRecipe, force: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Returns the export's summary; skips everything when the tiny profile already holds an export.
+    ``progress``: where each stage is shown (default: from ``recipe.config.progress``)."""
     out = model_dir / "tiny"
     if (out / EXPORT_INFO).is_file() and not force:
         summary: dict[str, Any] = json.loads((out / EXPORT_INFO).read_text())
@@ -95,15 +105,22 @@ def run_tiny(model_dir: Path, work: Path, recipe: TinyRecipe, force: bool = Fals
         log.info("the export in %s was trained on another prompt format: retraining", out)
         force = True
     started = time.perf_counter()
+    if progress is None:
+        progress = Progress.create("auto" if recipe.config.progress else "off")
     if force:  # retrain from scratch: the old run's checkpoints belong to another configuration
         shutil.rmtree(work / "run", ignore_errors=True)
-    ensure_tiny_encoder(model_dir)
-    llm = ensure_tiny_llm(model_dir)
+    progress.note(
+        f"training the tiny model into {out} (once; later runs reuse it): render the shapes world, ImageBind "
+        f"features, {recipe.config.steps} training steps, export"
+    )
+    with progress.stage("building the tiny base models"):
+        ensure_tiny_encoder(model_dir)
+        llm = ensure_tiny_llm(model_dir)
     # Train from a snapshot of the random base: the export replaces <model_dir>/tiny/llm.
     from .schema import read_jsonl
 
     t0 = time.perf_counter()
-    train_path, eval_path = build_data(work / "world", recipe)
+    train_path, eval_path = build_data(work / "world", recipe, progress)
     data_seconds = time.perf_counter() - t0
     spec = RunSpec(
         train=read_jsonl(train_path),
@@ -119,6 +136,7 @@ def run_tiny(model_dir: Path, work: Path, recipe: TinyRecipe, force: bool = Fals
         whiten_scale=recipe.whiten_scale,
         export_dir=out,
         resume=True,
+        progress=progress,
     )
     result = run(spec)
     summary = json.loads((out / EXPORT_INFO).read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,12 @@ def _write_captions(path: Path, rows: list[tuple[str, str]]) -> None:
     path.write_text("".join(f"{media}\t{caption}\n" for media, caption in rows), encoding="utf-8")
 
 
-def generate_world(root: Path, counts: WorldCounts = WorldCounts(), seed: int = 0) -> dict[str, Path]:
-    """Render the world into ``root``; returns the caption file per kind."""
+def generate_world(
+    root: Path, counts: WorldCounts = WorldCounts(), seed: int = 0, on_file: Callable[[], None] | None = None
+) -> dict[str, Path]:
+    """Render the world into ``root``; returns the caption file per kind. ``on_file`` is called after each
+    media file is written (progress; it does not change what is rendered)."""
+    tick = on_file or (lambda: None)
     rng = random.Random(seed)
     files: dict[str, Path] = {}
     rows: list[tuple[str, str]] = []
@@ -78,6 +83,7 @@ def generate_world(root: Path, counts: WorldCounts = WorldCounts(), seed: int = 
         name = f"images/img_{i:05d}.png"
         render_image(shape, color, rng).save(root / name, optimize=False, compress_level=1)
         rows.append((name, f"a {color} {shape}"))
+        tick()
     files["image"] = root / "images.tsv"
     _write_captions(files["image"], rows)
 
@@ -90,6 +96,7 @@ def generate_world(root: Path, counts: WorldCounts = WorldCounts(), seed: int = 
         sf.write(buf, render_sound(kind, rng), AUDIO_RATE, format="WAV", subtype="PCM_16")
         (root / name).write_bytes(buf.getvalue())
         rows.append((name, kind))
+        tick()
     files["audio"] = root / "audio.tsv"
     _write_captions(files["audio"], rows)
 
@@ -100,6 +107,7 @@ def generate_world(root: Path, counts: WorldCounts = WorldCounts(), seed: int = 
         name = f"video/vid_{i:05d}.mp4"
         (root / name).write_bytes(make_video(shape, color, seconds=2.0, fps=8, size=96))
         rows.append((name, f"a {color} {shape} moving"))
+        tick()
     files["video"] = root / "video.tsv"
     _write_captions(files["video"], rows)
     return files

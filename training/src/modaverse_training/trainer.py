@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs; a root mypy override is proposed
 
 from .data import Batch, Encoded, collate
 from .evaluate import EvalResult, evaluate
 from .model import ModaVerseModel
+from .progress import Progress, Stage
 from .schema import Example
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = only at the end
     eval_max_tokens: int = 32
     checkpoint_every: int = 0  # steps; 0 = only at the end
-    progress: bool = True
+    progress: bool = True  # show progress (where: bar or lines, see progress.py); False: silent
     # CPU threads for torch (0 = torch's default). On a shared 2-core machine one thread is ~10x
     # faster than two for this tiny model: OpenMP's spinning threads lose to the other processes.
     threads: int = 0
@@ -115,11 +115,13 @@ class Trainer:
         config: TrainConfig,
         run_dir: Path,
         eval_set: EvalSet | None = None,
+        progress: Progress | None = None,
     ) -> None:
         if len(data) < config.batch_size:
             raise ValueError(f"{len(data)} training examples; need at least batch_size={config.batch_size}")
         self.model, self.data, self.media_index, self.config = model, data, media_index, config
         self.run_dir, self.eval_set = run_dir, eval_set
+        self.progress = progress if progress is not None else Progress.create("auto" if config.progress else "off")
         self.device = model.features.device
         self.pad_id = int(model.tokenizer.pad_token_id or 0)
         self.step = 0
@@ -230,8 +232,21 @@ class Trainer:
         self.model.train()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not cfg.progress)
         started = time.perf_counter()
+        with self.progress.stage("training", total=cfg.steps, unit="step", initial=self.step) as bar:
+            self._loop(end, cfg, autocast, params, bar, on_eval)
+        self.history.seconds += time.perf_counter() - started
+        return self.history
+
+    def _loop(
+        self,
+        end: int,
+        cfg: TrainConfig,
+        autocast: torch.autocast,
+        params: list[torch.nn.Parameter],
+        bar: Stage,
+        on_eval: Callable[[EvalResult], None] | None,
+    ) -> None:
         while self.step < end:
             total = 0.0
             for j in range(cfg.grad_accum):
@@ -246,21 +261,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             self.history.losses.append(total)
-            bar.update(1)
-            bar.set_postfix(loss=f"{total:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}")
+            bar.update(1, loss=total, lr=float(self.scheduler.get_last_lr()[0]))
             last = self.step == cfg.steps
             if self.eval_set is not None and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                bar.status(f"evaluating on {len(self.eval_set.examples)} examples")
                 result = evaluate(self.model, self.eval_set.examples, self.eval_set.vectors, cfg.eval_max_tokens)
+                bar.status()
                 self.history.evals.append((self.step, result.as_dict()))
                 self.last_eval = (self.step, result)
-                bar.write(f"step {self.step}: " + json.dumps({k: round(v, 3) for k, v in result.as_dict().items()}))
+                bar.note(f"step {self.step}: " + json.dumps({k: round(v, 3) for k, v in result.as_dict().items()}))
                 if on_eval is not None:
                     on_eval(result)
             if last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
                 self.save_checkpoint()
-        bar.close()
-        self.history.seconds += time.perf_counter() - started
-        return self.history
 
 
 def load_trainable(model: ModaVerseModel, state: dict[str, torch.Tensor]) -> None:
