@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Final
 
 import numpy as np
@@ -28,6 +27,7 @@ import soundfile as sf
 from PIL import Image, ImageOps
 
 from modaverse_runtime.errors import FailedPrecondition, InvalidArgument
+from modaverse_runtime.mime import ALIASES, SUPPORTED_MIME_TYPES, MediaKind, sniff_mime
 
 __all__ = [
     "SUPPORTED_MIME_TYPES",
@@ -51,12 +51,6 @@ def ffmpeg() -> Any:
     except ImportError as exc:  # the gateway and image/audio-only images go without it
         raise FailedPrecondition("video support needs the imageio-ffmpeg package") from exc
     return imageio_ffmpeg
-
-
-class MediaKind(StrEnum):
-    IMAGE = "image"
-    AUDIO = "audio"
-    VIDEO = "video"
 
 
 @dataclass(frozen=True)
@@ -85,37 +79,6 @@ class DecodedAudio:
         return float(self.samples.shape[1]) / self.sample_rate
 
 
-# Canonical type first in each group; aliases map onto it (see _ALIASES).
-SUPPORTED_MIME_TYPES: Final[dict[MediaKind, tuple[str, ...]]] = {
-    MediaKind.IMAGE: ("image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif"),
-    MediaKind.AUDIO: (
-        "audio/wav",
-        "audio/x-wav",
-        "audio/wave",
-        "audio/vnd.wave",
-        "audio/flac",
-        "audio/x-flac",
-        "audio/ogg",
-        "audio/opus",
-        "audio/mpeg",
-        "audio/mp3",
-        "audio/x-mp3",
-    ),
-    MediaKind.VIDEO: ("video/mp4", "video/webm"),
-}
-
-_ALIASES: Final[dict[str, str]] = {
-    "image/jpg": "image/jpeg",
-    "image/pjpeg": "image/jpeg",
-    "audio/x-wav": "audio/wav",
-    "audio/wave": "audio/wav",
-    "audio/vnd.wave": "audio/wav",
-    "audio/x-flac": "audio/flac",
-    "audio/opus": "audio/ogg",
-    "audio/mp3": "audio/mpeg",
-    "audio/x-mp3": "audio/mpeg",
-}
-
 _PIL_FORMATS: Final[dict[str, str]] = {
     "image/jpeg": "JPEG",
     "image/png": "PNG",
@@ -131,56 +94,13 @@ MAX_AUDIO_SAMPLE_RATE: Final = 384_000
 _FFMPEG_TIMEOUT_S: Final = 120.0
 
 
-# ---------------------------------------------------------------------------- sniffing
-
-
-def sniff_mime(data: bytes) -> str | None:
-    """The MIME type the magic bytes say ``data`` is, or None if unrecognised.
-
-    Also names a few common formats we do not accept (BMP, TIFF, M4A, MKV, AVI) so
-    that rejections can say what the data actually is.
-    """
-    head = data[:64]
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if head[:4] in (b"RIFF", b"RF64") and len(head) >= 12:
-        return {b"WEBP": "image/webp", b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo"}.get(head[8:12])
-    if head.startswith(b"fLaC"):
-        return "audio/flac"
-    if head.startswith(b"OggS"):
-        return "audio/ogg"
-    if head.startswith(b"ID3") or _is_mpeg_audio_frame(head):
-        return "audio/mpeg"
-    if head[4:8] == b"ftyp":
-        return "audio/mp4" if head[8:11] in (b"M4A", b"M4B") else "video/mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video/webm" if b"webm" in head else "video/x-matroska"
-    if head.startswith(b"BM"):
-        return "image/bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
-    return None
-
-
-def _is_mpeg_audio_frame(head: bytes) -> bool:
-    # 11-bit frame sync, then a valid MPEG version (not 01) and layer (not 00); AAC
-    # ADTS shares the sync but has layer 00.
-    if len(head) < 2 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
-        return False
-    return (head[1] >> 3) & 0x3 != 0x1 and (head[1] >> 1) & 0x3 != 0x0
-
-
 def _normalise_mime(mime_type: str) -> str:
     # "Audio/OGG; codecs=opus" -> "audio/ogg"
     return mime_type.split(";", 1)[0].strip().lower()
 
 
 def _canonical(mime: str) -> str:
-    return _ALIASES.get(mime, mime)
+    return ALIASES.get(mime, mime)
 
 
 def _kind_of(mime: str) -> str:

@@ -16,62 +16,17 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpx
 
+from modaverse_runtime.mime import SUPPORTED_MIME_TYPES, canonical_mime, sniff_mime
+
 from .errors import APIError, bad_request, too_large
 
-# What the encoder accepts, per modality (and what the playground offers to attach).
+# What the encoder accepts, per modality, canonical types only (and what the playground offers to attach).
 ACCEPTED: dict[str, tuple[str, ...]] = {
-    "image": ("image/png", "image/jpeg", "image/gif", "image/webp"),
-    "audio": ("audio/wav", "audio/mpeg", "audio/flac", "audio/ogg"),
-    "video": ("video/mp4", "video/webm"),
-}
-_ALIASES = {
-    "image/jpg": "image/jpeg",
-    "audio/x-wav": "audio/wav",
-    "audio/wave": "audio/wav",
-    "audio/vnd.wave": "audio/wav",
-    "audio/mp3": "audio/mpeg",
-    "audio/x-mp3": "audio/mpeg",
-    "audio/x-flac": "audio/flac",
-    "audio/opus": "audio/ogg",
+    kind.value: tuple(dict.fromkeys(canonical_mime(m) for m in mimes)) for kind, mimes in SUPPORTED_MIME_TYPES.items()
 }
 # input_audio's "format" field, as OpenAI names them
 AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*?)(?P<b64>;base64)?,", re.I)
-
-
-def canonical_mime(mime: str) -> str:
-    mime = mime.split(";", 1)[0].strip().lower()
-    return _ALIASES.get(mime, mime)
-
-
-def sniff(data: bytes) -> str | None:
-    """The media type the magic bytes say ``data`` is (a few formats we refuse are named too)."""
-    head = data[:64]
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if head[:4] in (b"RIFF", b"RF64") and len(head) >= 12:
-        return {b"WEBP": "image/webp", b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo"}.get(head[8:12])
-    if head.startswith(b"fLaC"):
-        return "audio/flac"
-    if head.startswith(b"OggS"):
-        return "audio/ogg"
-    if head.startswith(b"ID3") or (
-        len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and (head[1] >> 1) & 0x3 != 0
-    ):
-        return "audio/mpeg"
-    if head[4:8] == b"ftyp":
-        return "audio/mp4" if head[8:11] in (b"M4A", b"M4B") else "video/mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video/webm" if b"webm" in head else "video/x-matroska"
-    if head.startswith(b"BM"):
-        return "image/bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
-    return None
 
 
 def b64decode(text: str, param: str, max_bytes: int) -> bytes:
@@ -110,7 +65,7 @@ def parse_data_url(url: str, param: str, max_bytes: int) -> tuple[str, bytes]:
 
 def checked_mime(modality: str, data: bytes, declared: str, param: str) -> str:
     """The content's MIME type if it is a format accepted for ``modality``; else a 400 naming ``param``."""
-    sniffed = sniff(data)
+    sniffed = sniff_mime(data)
     accepted = ACCEPTED[modality]
     if sniffed is None:
         raise bad_request(
