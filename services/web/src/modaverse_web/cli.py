@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .server import serve  # after logging is set up
 
     try:
-        sys.exit(asyncio.run(serve(settings, args.port_file)))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            sys.exit(runner.run(serve(settings, args.port_file)))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a dependency off Windows): a cheaper loop for every call."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
