@@ -1,7 +1,7 @@
 """The trainable ModaVerse: frozen base LLM + LoRA + added-token rows, and the adaptor.
 
-What trains (the release's single stage, DESIGN §5): the adaptor, LoRA (r=32, alpha=32,
-dropout 0.1 on q/k/v/o), and the rows of the added tokens (``<Media>``, ``</Media>``, the four
+What trains (the release's single stage, docs/architecture.md#release-facts): the adaptor,
+LoRA (r=32, alpha=32, dropout 0.1 on q/k/v/o), and the rows of the added tokens (``<Media>``, ``</Media>``, the four
 flags) in ``embed_tokens`` and ``lm_head``. Those two matrices get ``requires_grad`` but a gradient
 hook zeroes every other row, and they sit in a weight-decay-free optimizer group, so AdamW never
 moves the pretrained rows. ``train_base=True`` (tiny profile only: its base LLM is random, not a

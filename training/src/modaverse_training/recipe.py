@@ -47,7 +47,8 @@ TINY_MIX = {"input": 0.5, "output": 0.3, "reasoning": 0.2}  # input-side weighte
 
 @dataclass(frozen=True)
 class TinyRecipe:
-    images: int = 10000  # DESIGN §9: shape survives a random tiny ImageBind only with >= ~10k images
+    # Shape survives a random tiny ImageBind only with >= ~10k images (docs/architecture.md#findings).
+    images: int = 10000
     audio: int = 300
     video: int = 60  # ~0.7 s each to encode (5 clips x 3 crops through the vision trunk)
     holdout: float = 0.1

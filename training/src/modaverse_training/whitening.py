@@ -1,8 +1,8 @@
 """Whitened adaptor inputs, folded back into the plain ``Linear`` for serving.
 
 A random frozen ImageBind's vectors share a large common component, and what tells shapes apart
-lies in low-variance directions (DESIGN §9). Training the adaptor on whitened vectors
-``z = (x - mean) @ A`` (PCA whitening scaled to unit norm) conditions it far better. Whitening is
+lies in low-variance directions (docs/architecture.md#findings). Training the adaptor on whitened
+vectors ``z = (x - mean) @ A`` (PCA whitening scaled to unit norm) conditions it far better. Whitening is
 affine, so it folds into the adaptor exactly: ``W' = W @ A.T`` and ``b' = b - W' @ mean``; the
 export holds the folded layer and the encoder service runs it on raw vectors, unchanged.
 """

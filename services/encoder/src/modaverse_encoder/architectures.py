@@ -23,7 +23,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "imu_drop_path": 0.7,
     },
     # Width 256 for vision: a frozen random encoder this size still separates colour and
-    # (non-linearly) shape in our probes (DESIGN.md §9); one block keeps CPU cost ~7 ms/img.
+    # (non-linearly) shape in our probes (docs/architecture.md#findings); one block keeps CPU cost
+    # ~7 ms/img.
     "imagebind_tiny": {
         "out_embed_dim": 256,
         "vision_embed_dim": 256,

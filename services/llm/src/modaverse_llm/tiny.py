@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 TINY_HIDDEN_SIZE = 256
 TINY_VOCAB = 2048
 TINY_CONTEXT = 1024
-# The release's LoRA (DESIGN §5).
+# The release's LoRA (docs/architecture.md#release-facts).
 LORA_R, LORA_ALPHA, LORA_DROPOUT = 32, 32, 0.1
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 _READY = "base/model.safetensors"

@@ -38,7 +38,8 @@ class Message:
     segments: tuple[Segment, ...]
 
 
-# The release's decoding (DESIGN §5): top_p 0.01 at temperature 1 is greedy for a trained model.
+# The release's decoding (docs/architecture.md#release-facts): top_p 0.01 at temperature 1 is greedy
+# for a trained model.
 DEFAULT_MAX_TOKENS = 246
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 0.01

