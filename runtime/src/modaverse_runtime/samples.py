@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from typing import Final
 
 import numpy as np
@@ -45,6 +43,7 @@ _VIDEO_CODECS: Final[dict[str, tuple[str, list[str]]]] = {
 }
 VIDEO_FORMATS: Final = tuple(_VIDEO_CODECS)
 _BACKGROUND: Final = (240, 240, 235)
+_FFMPEG_TIMEOUT_S: Final = 120.0
 
 
 def make_image(shape: str = "circle", color: str = "red", size: int = 224, fmt: str = "PNG", seed: int = 0) -> bytes:
@@ -108,27 +107,17 @@ def make_video(
     codec, options = _VIDEO_CODECS[fmt]
     fill = ImageColor.getrgb(color)
     n_frames = max(1, round(seconds * fps))
-    fd, path = tempfile.mkstemp(prefix="modaverse-sample-", suffix=".webm" if "webm" in fmt else ".mp4")
-    os.close(fd)
-    try:
-        writer = ffmpeg().write_frames(
-            path,
-            (width, size),
-            fps=fps,
-            codec=codec,
-            pix_fmt_out="yuv420p",
-            macro_block_size=1,
-            output_params=options,
-            ffmpeg_log_level="error",
-        )
-        writer.send(None)  # start ffmpeg
-        for i in range(n_frames):
-            writer.send(_video_frame(shape, fill, width, size, i / max(n_frames - 1, 1)).tobytes())
-        writer.close()
+    frames = b"".join(
+        _video_frame(shape, fill, width, size, i / max(n_frames - 1, 1)).tobytes() for i in range(n_frames)
+    )
+    # The raw-frame input and quality flags imageio-ffmpeg's writer used, so samples keep their bytes.
+    args = ["-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{size}", "-pix_fmt", "rgb24"]
+    args += ["-r", str(fps), "-i", "-", "-an", "-vcodec", codec, "-pix_fmt", "yuv420p"]
+    args += ["-crf", "25"] if codec == "libx264" else ["-qscale:v", "16"]
+    with ffmpeg.temp_path(".webm" if "webm" in fmt else ".mp4") as path:
+        ffmpeg.run([*args, "-v", "error", *options, path], stdin=frames, timeout_s=_FFMPEG_TIMEOUT_S)
         with open(path, "rb") as handle:
             return handle.read()
-    finally:
-        os.unlink(path)
 
 
 def _video_frame(shape: str, fill: tuple[int, ...], width: int, height: int, progress: float) -> npt.NDArray[np.uint8]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from modaverse_generators.encoding import encode_audio, encode_image, encode_video, to_uint8
+from modaverse_runtime.errors import FailedPrecondition
 from modaverse_runtime.media import DecodedAudio, DecodedImage, DecodedVideo, MediaKind, MediaLimits, decode_media
 
 
@@ -55,3 +57,19 @@ def test_wav_keeps_float_samples_and_flac_clips() -> None:
     flac = decode_media(MediaKind.AUDIO, encode_audio(loud, 16000, "audio/flac"), "", MediaLimits())
     assert isinstance(flac, DecodedAudio) and flac.duration == pytest.approx(300 / 16000)
     assert np.abs(flac.samples).max() <= 1.0
+
+
+def test_an_encoding_failure_says_what_ffmpeg_said_without_temp_paths() -> None:
+    odd = np.zeros((2, 15, 24, 3), dtype=np.uint8)  # yuv420p needs an even height
+    with pytest.raises(RuntimeError, match=r"^ffmpeg could not encode video/mp4 \(2 frames\): \S") as info:
+        encode_video(odd, 5, "video/mp4")
+    assert "modaverse-" not in str(info.value) and "/tmp" not in str(info.value)
+
+
+def test_encoding_and_decoding_share_one_ffmpeg_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    mp4 = encode_video(np.zeros((2, 16, 16, 3), dtype=np.uint8), 5, "video/mp4")
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # the runner's binary lookup now fails
+    with pytest.raises(FailedPrecondition, match="imageio-ffmpeg"):
+        encode_video(np.zeros((2, 16, 16, 3), dtype=np.uint8), 5, "video/mp4")
+    with pytest.raises(FailedPrecondition, match="imageio-ffmpeg"):
+        decode_media(MediaKind.VIDEO, mp4, "video/mp4", MediaLimits())

@@ -18,7 +18,8 @@ import torch
 from modaverse_runtime.batching import MicroBatcher
 from modaverse_runtime.devices import resolve_device, resolve_dtype
 from modaverse_runtime.errors import FailedPrecondition, InvalidArgument
-from modaverse_runtime.media import DecodedAudio, DecodedImage, DecodedVideo, MediaKind, decode_media
+from modaverse_runtime.media import MediaKind
+from modaverse_runtime.media.decode import DecodedAudio, DecodedImage, DecodedVideo, decode_media
 
 from .adaptor import Adaptor
 from .architectures import BRANCH_FOR_KIND, architecture_kwargs

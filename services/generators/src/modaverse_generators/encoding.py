@@ -7,9 +7,6 @@ metadata that vary), so equal seeds give equal files.
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import tempfile
 from typing import Final
 
 import numpy as np
@@ -50,28 +47,22 @@ def encode_image(pixels: npt.NDArray[np.uint8], mime_type: str) -> bytes:
 def encode_video(frames: npt.NDArray[np.uint8], fps: int, mime_type: str) -> bytes:
     """(F, H, W, 3) uint8 frames at ``fps``; H and W must be even (they are multiples of 8).
 
-    ffmpeg is run directly rather than through imageio-ffmpeg's writer, whose ``preexec_fn`` forces
-    a fork() that runs gRPC's fork handlers in the child (they can break it); plain Popen spawns.
+    Through the runtime's ffmpeg runner, as video decoding: not imageio-ffmpeg's writer, whose
+    ``preexec_fn`` forks and runs gRPC's fork handlers in the child.
     """
     suffix, codec, options = _VIDEO_CODECS[mime_type]
     num_frames, height, width, _ = frames.shape
-    fd, path = tempfile.mkstemp(prefix="modaverse-gen-", suffix=suffix)
-    os.close(fd)
-    cmd = [ffmpeg().get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0"]
-    cmd += ["-an", "-c:v", codec, "-pix_fmt", "yuv420p", *options]
-    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", path]
-    try:
-        done = subprocess.run(
-            cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True, timeout=_FFMPEG_TIMEOUT_S
-        )
-        if done.returncode != 0:
-            lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
-            raise RuntimeError(f"ffmpeg could not encode {mime_type} ({num_frames} frames): {lines[-1]}")
+    args = ["-loglevel", "error", "-y"]
+    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0"]
+    args += ["-an", "-c:v", codec, "-pix_fmt", "yuv420p", *options]
+    args += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
+    with ffmpeg.temp_path(suffix) as path:
+        try:
+            ffmpeg.run([*args, path], stdin=np.ascontiguousarray(frames).tobytes(), timeout_s=_FFMPEG_TIMEOUT_S)
+        except ffmpeg.FFmpegError as exc:
+            raise RuntimeError(f"ffmpeg could not encode {mime_type} ({num_frames} frames): {exc.reason}") from exc
         with open(path, "rb") as handle:
             return handle.read()
-    finally:
-        os.unlink(path)
 
 
 def encode_audio(samples: npt.NDArray[np.floating], sample_rate: int, mime_type: str) -> bytes:

@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpx
 
-from modaverse_runtime.mime import SUPPORTED_MIME_TYPES, canonical_mime, sniff_mime
+from modaverse_runtime.media import SUPPORTED_MIME_TYPES, canonical_mime, sniff_mime
 
 from .errors import APIError, bad_request, too_large
 

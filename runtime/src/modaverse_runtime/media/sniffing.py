@@ -1,57 +1,6 @@
-"""MIME types of media: the kinds, the types each accepts, their aliases, and sniffing by magic bytes.
-
-Light on purpose (no PIL, soundfile or numpy): the web front door and the encoder check media types
-with the same tables, and only the encoder decodes (``modaverse_runtime.media``).
-"""
+"""What the magic bytes say a piece of media is (no decoder libraries needed)."""
 
 from __future__ import annotations
-
-from enum import StrEnum
-from typing import Final
-
-
-class MediaKind(StrEnum):
-    IMAGE = "image"
-    AUDIO = "audio"
-    VIDEO = "video"
-
-
-# Canonical type first in each group; aliases map onto it (see ALIASES).
-SUPPORTED_MIME_TYPES: Final[dict[MediaKind, tuple[str, ...]]] = {
-    MediaKind.IMAGE: ("image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif"),
-    MediaKind.AUDIO: (
-        "audio/wav",
-        "audio/x-wav",
-        "audio/wave",
-        "audio/vnd.wave",
-        "audio/flac",
-        "audio/x-flac",
-        "audio/ogg",
-        "audio/opus",
-        "audio/mpeg",
-        "audio/mp3",
-        "audio/x-mp3",
-    ),
-    MediaKind.VIDEO: ("video/mp4", "video/webm"),
-}
-
-ALIASES: Final[dict[str, str]] = {
-    "image/jpg": "image/jpeg",
-    "image/pjpeg": "image/jpeg",
-    "audio/x-wav": "audio/wav",
-    "audio/wave": "audio/wav",
-    "audio/vnd.wave": "audio/wav",
-    "audio/x-flac": "audio/flac",
-    "audio/opus": "audio/ogg",
-    "audio/mp3": "audio/mpeg",
-    "audio/x-mp3": "audio/mpeg",
-}
-
-
-def canonical_mime(mime_type: str) -> str:
-    """``"Audio/X-WAV; codecs=1"`` → ``"audio/wav"``: parameters dropped, lower case, aliases mapped."""
-    mime = mime_type.split(";", 1)[0].strip().lower()
-    return ALIASES.get(mime, mime)
 
 
 def sniff_mime(data: bytes) -> str | None:
