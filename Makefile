@@ -3,6 +3,7 @@
 #   make demo      the README's run command: tiny models, real servers, a real answer
 #   make test      the README's test command (lint + the whole suite; what CI runs)
 #   make dist      wheels + sdists of the contracts and the SDK (what applications install) into dist/
+#   make images    the container images the Helm chart pulls, named as it names them (make push: push them)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -94,6 +95,8 @@ bench: protos
 -include helm/helm.mk
 # Training targets (training/training.mk: train-tiny).
 -include training/training.mk
+# Container images (docker/images.mk: images, push, images-list, test-images).
+-include docker/images.mk
 
 clean:
 	rm -rf $(VENV) .tools dist $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache
