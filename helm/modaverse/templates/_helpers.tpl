@@ -59,6 +59,12 @@ modaverse.io/generator: {{ .generator }}
 {{- end -}}
 
 {{/* Values helpers ------------------------------------------------------------------------------- */}}
+{{/* Is a value that may be a bool or a string (--set-string, a quoted "true") true? "true" or "" (so `if` works
+     on it); pipe into `eq "true"` where a real bool is needed (ternary, toString, toYaml). */}}
+{{- define "modaverse.isTrue" -}}
+{{- if eq (toString (default false .)) "true" -}}true{{- end -}}
+{{- end -}}
+
 {{/* Deep merge of two maps (list base override) as JSON: maps merge, anything else (false, 0, lists)
      in override replaces. Sprig's mergeOverwrite would ignore false/0/"" overrides. */}}
 {{- define "modaverse.deepMerge" -}}
@@ -120,7 +126,7 @@ modaverse.io/generator: {{ .generator }}
 {{- $defaults := dict -}}
 {{- range $name := include "modaverse.generatorNames" $root | fromJsonArray -}}
 {{- $g := include "modaverse.generatorBlock" (list $root $name) | fromJson -}}
-{{- $isDefault := eq (toString (default false $g.default)) "true" -}}
+{{- $isDefault := include "modaverse.isTrue" $g.default | eq "true" -}}
 {{- if $isDefault -}}
 {{- if hasKey $defaults $g.modality -}}
 {{- fail (printf "generators: %s and %s are both default for modality %s; mark at most one default per modality" (get $defaults $g.modality) $name $g.modality) -}}
@@ -170,7 +176,7 @@ modaverse.io/generator: {{ .generator }}
 {{/* Is the release.prepare Job on? "true" or "". */}}
 {{- define "modaverse.prepareEnabled" -}}
 {{- $prepare := default dict (default dict .Values.release).prepare -}}
-{{- if eq (toString (default false $prepare.enabled)) "true" -}}true{{- end -}}
+{{- include "modaverse.isTrue" $prepare.enabled -}}
 {{- end -}}
 
 {{/* The release.prepare Job's settings, checked, as JSON: claim, mountPath, root, imagebind, vicuna and

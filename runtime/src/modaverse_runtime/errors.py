@@ -7,7 +7,14 @@ servicer or model ever touches ``context.abort`` itself.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
 import grpc
+
+from modaverse_protos.statuses import error_classes
 
 
 class ModaverseError(Exception):
@@ -62,6 +69,13 @@ class DeadlineExceeded(ModaverseError):
 
 class FailedPrecondition(ModaverseError):
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+# The API's error statuses (the contracts' table, which the SDK resolves to its own classes) to these classes.
+# Each class's ``code`` is its status here (tests/unit/runtime/test_errors.py).
+BY_STATUS: Final[Mapping[grpc.StatusCode, type[ModaverseError]]] = MappingProxyType(
+    error_classes(sys.modules[__name__], ModaverseError)
+)
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:

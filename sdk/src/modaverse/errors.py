@@ -1,10 +1,13 @@
-"""Exceptions raised by the SDK, one per gRPC status a caller may want to handle."""
+"""Exceptions raised by the SDK, one per gRPC status a caller may want to handle (``modaverse_protos.statuses``)."""
 
 from __future__ import annotations
 
+import sys
 from typing import cast
 
 import grpc
+
+from modaverse_protos.statuses import error_classes
 
 
 class ModaverseError(Exception):
@@ -41,14 +44,8 @@ class Unauthenticated(ModaverseError):
     pass
 
 
-_BY_CODE: dict[grpc.StatusCode, type[ModaverseError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-}
+# The contracts' status table resolved to the classes above (this module, as far as it is defined).
+_BY_CODE = error_classes(sys.modules[__name__], ModaverseError)
 
 
 def from_rpc_error(error: grpc.RpcError) -> ModaverseError:

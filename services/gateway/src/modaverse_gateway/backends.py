@@ -10,21 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
-from modaverse_runtime.errors import (
-    DeadlineExceeded,
-    InvalidArgument,
-    ModaverseError,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-)
+from modaverse_protos.statuses import HOP_BY_HOP
+from modaverse_runtime.errors import BY_STATUS, ModaverseError, Unavailable
 from modaverse_runtime.logs import REQUEST_ID_HEADER, request_id
 from modaverse_runtime.tls import channel_credentials
 
@@ -33,18 +26,13 @@ from .replicas import Replica, ReplicaSet
 from .routes import Route, RoutingTable
 from .settings import GatewaySettings
 
-_BY_CODE: dict[grpc.StatusCode, type[ModaverseError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-}
-
 
 def downstream_error(service: str, error: aio.AioRpcError) -> ModaverseError:
-    cls = _BY_CODE.get(error.code(), Unavailable)
-    return cls(f"{service}: {error.details() or error.code().name}")
+    """The error a downstream failure is reported with: the API's own statuses pass on (naming the service),
+    except those about the gateway's hop (its credentials); they and any other status are UNAVAILABLE."""
+    code = error.code()
+    cls = Unavailable if code in HOP_BY_HOP else BY_STATUS.get(code, Unavailable)
+    return cls(f"{service}: {error.details() or code.name}")
 
 
 def _metadata() -> tuple[tuple[str, str], ...]:

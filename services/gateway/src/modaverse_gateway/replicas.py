@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -89,24 +89,20 @@ class ReplicaSet:
         return min(self.backoff_s * 2.0 ** (attempt - 1), 2.0)
 
     async def call(self, fn: Callable[[Replica], Awaitable[T]]) -> T:
-        last: aio.AioRpcError | None = None
-        for attempt, replica in enumerate(self._plan()):
-            if attempt:
-                await asyncio.sleep(self._backoff(attempt))
-            try:
-                return await fn(replica)
-            except aio.AioRpcError as error:
-                if error.code() not in RETRYABLE:
-                    raise
-                replica.failed_at = time.monotonic()
-                log.warning(
-                    "%s replica %s unavailable (%s); trying another", self.name, replica.target, error.details()
-                )
-                last = error
-        assert last is not None
-        raise last
+        """A unary call with failover: the stream of its one reply, so both kinds share one retry loop."""
+
+        async def reply(replica: Replica) -> AsyncIterator[T]:
+            yield await fn(replica)
+
+        # Drained, not left after the first item: both generators finish here, none waits for the GC to close it.
+        (result,) = [item async for item in self.stream(reply)]
+        return result
 
     async def stream(self, open_stream: Callable[[Replica], AsyncIterable[T]]) -> AsyncGenerator[T, None]:
+        """The one retry loop: each replica of the plan in turn, after a backoff, until one answers. A retryable
+        status before the first item marks that replica failed and moves on; once an item has been yielded the
+        error is the caller's (output that reached the client cannot be replayed). Any other status, such as
+        DEADLINE_EXCEEDED, ends the call at once; the last retryable error is raised when the plan runs out."""
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self._plan()):
             if attempt:
@@ -120,13 +116,15 @@ class ReplicaSet:
             except aio.AioRpcError as error:
                 if started or error.code() not in RETRYABLE:
                     raise
-                replica.failed_at = time.monotonic()
-                log.warning(
-                    "%s replica %s unavailable (%s); trying another", self.name, replica.target, error.details()
-                )
+                self._mark_failed(replica, error)
                 last = error
         assert last is not None
         raise last
+
+    def _mark_failed(self, replica: Replica, error: aio.AioRpcError) -> None:
+        """Start the replica's cool-down (``order`` puts it last until ``cooldown_s`` has passed)."""
+        replica.failed_at = time.monotonic()
+        log.warning("%s replica %s unavailable (%s); trying another", self.name, replica.target, error.details())
 
     async def close(self) -> None:
         for replica in self.replicas:
