@@ -11,10 +11,13 @@ One source of truth for the names and the version, the chart (helm/modaverse):
 Each repository is built from the Dockerfile stage labelled ``io.modaverse.image="<repository>"``
 (services/*/Dockerfile; ``--target <stage>``); a repository without such a stage, or a labelled stage the chart does
 not name, is an error before anything is built. First come the shared stages, tagged ``localhost/modaverse/…:<tag>``
-and never pushed: docker/build.Dockerfile (the wheels of the contracts, the runtime and the SDK; ``BUILD_IMAGE``) and
-docker/gpu.Dockerfile (Python + the CUDA build of the torch we test; ``GPU_BASE``); each service Dockerfile gets
-them as build-args. That works alike with docker (its default builder sees local images), podman and buildah (one
-local image store): whichever is found first on PATH, in that order, unless ``--builder`` names one.
+and never pushed: docker/build.Dockerfile (the wheels of every package; ``BUILD_IMAGE``), then the runtime bases
+built from it, docker/cpu.Dockerfile (slim Python; ``CPU_BASE``) and docker/gpu.Dockerfile (Python + the CUDA build
+of the torch we test; ``GPU_BASE``), both with the contracts, the runtime and the non-root user installed. A
+Dockerfile gets, as build-args, the shared stages whose ARG it declares, and only the shared stages some selected
+image needs (directly or through another shared stage) are built. That works alike with docker (its default
+builder sees local images), podman and buildah (one local image store): whichever is found first on PATH, in that
+order, unless ``--builder`` names one.
 
 Standard library only: it runs with any Python >= 3.11, no virtualenv needed.
 """
@@ -46,8 +49,10 @@ class Shared:
     dockerfile: str
 
 
+# In build order: a shared stage may take (ARG) only those above it.
 SHARED = (
     Shared("BUILD_IMAGE", "localhost/modaverse/build", "docker/build.Dockerfile"),
+    Shared("CPU_BASE", "localhost/modaverse/cpu-base", "docker/cpu.Dockerfile"),
     Shared("GPU_BASE", "localhost/modaverse/gpu-base", "docker/gpu.Dockerfile"),
 )
 
@@ -239,22 +244,30 @@ def plan(registry: str = "", tag: str | None = None, only: Sequence[str] = (), r
         )
     selected = select(repositories, only)
     shared_refs = {s.arg: f"{s.repository}:{tag}" for s in SHARED}
+
+    def build_args(dockerfile: str) -> tuple[tuple[str, str], ...]:
+        declared = declared_args(root / dockerfile)
+        return tuple((name, ref) for name, ref in shared_refs.items() if name in declared)
+
     services: list[Build] = []
     used: set[str] = set()
     for repository in selected:
         stage = stages[repository]
-        args = [name for name in shared_refs if name in declared_args(root / stage.dockerfile)]
-        used.update(args)
-        services.append(
-            Build(
-                ref=f"{prefix}{repository}:{tag}",
-                dockerfile=stage.dockerfile,
-                target=stage.name,
-                build_args=tuple((name, shared_refs[name]) for name in args),
-                push=True,
-            )
-        )
-    shared = [Build(shared_refs[s.arg], s.dockerfile, None, (), push=False) for s in SHARED if s.arg in used]
+        args = build_args(stage.dockerfile)
+        used.update(name for name, _ in args)
+        services.append(Build(f"{prefix}{repository}:{tag}", stage.dockerfile, stage.name, args, push=True))
+    # The bases are built FROM the build stage: what a used shared stage takes is used too. Walking SHARED
+    # backwards finds all of it in one pass, as long as each takes only those above it (checked here).
+    shared: list[Build] = []
+    for position in reversed(range(len(SHARED))):
+        base = SHARED[position]
+        args = build_args(base.dockerfile)
+        later = [name for name, _ in args if name not in {s.arg for s in SHARED[:position]}]
+        if later:
+            raise ImagesError(f"{base.dockerfile} takes {', '.join(later)}, which SHARED does not build before it")
+        if base.arg in used:
+            used.update(name for name, _ in args)
+            shared.insert(0, Build(shared_refs[base.arg], base.dockerfile, None, args, push=False))
     return [*shared, *services]
 
 

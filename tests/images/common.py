@@ -117,6 +117,18 @@ def parse_dockerfile(rel: str) -> Dockerfile:
     return Dockerfile(rel, global_args, stages)
 
 
+def image_chain(rel: str, target: str | None) -> list[tuple[str, Stage]]:
+    """(Dockerfile, stage) of every stage an image is built from, base first, across files: the target, the stages
+    of its file it is built FROM, and, where the first of them starts FROM a shared stage (``${CPU_BASE}``, …), that
+    shared Dockerfile's last stage (what scripts/images.py builds, no --target) and its own chain before it."""
+    dockerfile = parse_dockerfile(rel)
+    last = dockerfile.stage(target) if target is not None else dockerfile.stages[-1]
+    chain = [*(dockerfile.chain(last.base) if last.base in {s.name for s in dockerfile.stages} else []), last]
+    shared = {f"${{{s.arg}}}": s.dockerfile for s in images_script().SHARED}
+    before = image_chain(shared[chain[0].base], None) if chain[0].base in shared else []
+    return [*before, *((rel, stage) for stage in chain)]
+
+
 def stage_arg_default(stage: Stage, name: str) -> str:
     for value in stage.values("ARG"):
         key, _, default = value.partition("=")

@@ -1,10 +1,13 @@
 """The Dockerfiles, parsed (dockerfile-parse), against the repository and the chart, without a container engine:
 every COPY source exists and reaches the build context, each image's entrypoint is a console script it installs,
-it runs as the chart's non-root user, it is named as the chart names it, and its base, torch, CUDA and vLLM are
-the versions docs/deploy.md states and the Makefile tests."""
+it runs as the chart's non-root user, it is named as the chart names it, what the images share is written once (in
+docker/*.Dockerfile, not in two service Dockerfiles), and its base, torch, CUDA and vLLM are the versions
+docs/deploy.md states and the Makefile tests. An image's stages are followed across files, into the shared base it
+is built FROM (tests.images.common.image_chain)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -16,10 +19,10 @@ import pytest
 
 from tests.images.common import (
     ROOT,
-    Dockerfile,
     Stage,
     chart_values,
     every_dockerfile,
+    image_chain,
     images_script,
     parse_dockerfile,
     stage_arg_default,
@@ -29,6 +32,8 @@ PLAN = [b for b in images_script().plan() if b.push]
 SHARED = {s.arg: s for s in images_script().SHARED}
 BUILD_DOCKERFILE = SHARED["BUILD_IMAGE"].dockerfile
 GPU_DOCKERFILE = SHARED["GPU_BASE"].dockerfile
+SERVICE_DOCKERFILES = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("services/*/Dockerfile"))
+WHEEL = re.compile(r"/wheels/([A-Za-z0-9_]+)-\*\.whl")  # /wheels/modaverse_gateway-*.whl -> modaverse_gateway
 
 
 def plan_ids() -> list[str]:
@@ -96,9 +101,12 @@ def test_every_copy_source_exists_and_reaches_the_build_context(rel: str) -> Non
     patterns = dockerignore_patterns()
     dockerfile = parse_dockerfile(rel)
     sources = [s for stage in dockerfile.stages for s in copy_sources(stage)]
-    if rel.startswith("services/"):  # a service copies its own folder (and nothing of another service)
-        assert f"{Path(rel).parent.as_posix()}/" in sources, f"{rel} does not copy its own service folder"
-        assert all(s.startswith(f"{Path(rel).parent.as_posix()}/") for s in sources if s.startswith("services/"))
+    if rel.startswith("services/"):  # a service reaches its image as the wheel the shared build stage makes
+        assert sources == [], f"{rel} copies {sources} from the build context: build it in {BUILD_DOCKERFILE}"
+    if rel == BUILD_DOCKERFILE:  # which copies the folder of every service
+        for service in SERVICE_DOCKERFILES:
+            folder = f"{Path(service).parent.as_posix()}/"
+            assert any(folder.startswith(s.rstrip("/") + "/") for s in sources), f"{rel} does not copy {folder}"
     tracked = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", *sources], cwd=ROOT, capture_output=True, text=True
     ).stdout.split()
@@ -123,18 +131,20 @@ def test_dockerignore_keeps_the_heavy_and_generated_files_out() -> None:
     assert not ignored("docker/build.Dockerfile", patterns)
 
 
-def final_chain(ref_dockerfile: str, target: str | None) -> tuple[Dockerfile, list[Stage]]:
-    dockerfile = parse_dockerfile(ref_dockerfile)
-    assert target is not None
-    return dockerfile, dockerfile.chain(target)
+def chain_of(build: object) -> list[tuple[str, Stage]]:
+    """(Dockerfile, stage) of every stage the image is built from, base first, shared bases included."""
+    assert isinstance(build, images_script().Build)
+    assert build.target is not None
+    return image_chain(build.dockerfile, build.target)
 
 
 @pytest.mark.parametrize("build", PLAN, ids=plan_ids())
 def test_the_image_is_named_as_the_chart_names_it(build: object) -> None:
     images = images_script()
     assert isinstance(build, images.Build)
-    dockerfile, chain = final_chain(build.dockerfile, build.target)
-    labels = [v for stage in chain for v in stage.values("LABEL") if v.startswith(images.LABEL + "=")]
+    chain = chain_of(build)
+    dockerfile = parse_dockerfile(build.dockerfile)
+    labels = [v for _, stage in chain for v in stage.values("LABEL") if v.startswith(images.LABEL + "=")]
     assert labels, f"{build.dockerfile} ({build.target}) has no {images.LABEL} label"
     labelled = labels[-1].split("=", 1)[1].strip('"')
     repository = build.ref.rsplit(":", 1)[0]
@@ -149,61 +159,141 @@ def test_the_image_is_named_as_the_chart_names_it(build: object) -> None:
     assert mentioned <= named | stage_labels, f"{build.dockerfile} mentions {mentioned - named - stage_labels}"
 
 
+def installed_wheels(chain: list[tuple[str, Stage]]) -> list[str]:
+    """The wheels of the repository's packages that the image's stages (shared bases included) install, by
+    distribution name: what each stage copies from the shared build stage, which that stage then installs."""
+    names: list[str] = []
+    for rel, stage in chain:
+        copied = [n for v in stage.values("COPY") if v.startswith("--from=build ") for n in WHEEL.findall(v)]
+        if copied:
+            runs = " ".join(stage.values("RUN"))
+            assert "pip install --no-cache-dir /wheels/*.whl" in runs, f"{rel}: copies {copied}, installs none"
+            assert "rm -rf /wheels" in runs, f"{rel}: leaves its wheels in the image"
+            # `build` is the shared build stage under a name (COPY --from takes no build-arg), not a copy of it.
+            alias = parse_dockerfile(rel).stage("build")
+            assert (alias.base, alias.instructions) == ("${BUILD_IMAGE}", []), f"{rel}: stage build is not bare"
+        names += copied
+    return names
+
+
 @pytest.mark.parametrize("build", PLAN, ids=plan_ids())
 def test_the_entrypoint_is_a_console_script_the_image_installs(build: object) -> None:
-    images = images_script()
-    assert isinstance(build, images.Build)
-    dockerfile, chain = final_chain(build.dockerfile, build.target)
-    entrypoints = [v for stage in chain for v in stage.values("ENTRYPOINT")]
-    assert entrypoints, f"{build.dockerfile} ({build.target}) has no ENTRYPOINT"
+    chain = chain_of(build)
+    entrypoints = [v for _, stage in chain for v in stage.values("ENTRYPOINT")]
+    assert entrypoints, f"{chain[-1][0]} ({chain[-1][1].name}) has no ENTRYPOINT"
     entrypoint = json.loads(entrypoints[-1])  # exec form: signals reach the server, not a shell
     assert isinstance(entrypoint, list)
-    runs = " ".join(v for stage in chain for v in stage.values("RUN"))
-    installed = set(re.findall(r"/wheels/([A-Za-z0-9_]+)-\*\.whl", runs))
+    installed = installed_wheels(chain)
     known = projects()
-    ours = {name: known[name] for name in installed if name in known}
-    assert ours, f"{build.dockerfile} installs none of the repository's packages"
+    assert set(installed) <= set(known), f"{chain[-1][0]} installs wheels of no package here: {installed}"
+    ours = {name: known[name] for name in installed}
     scripts = set().union(*(console_scripts(folder) for folder in ours.values()))
     assert entrypoint[0] in scripts, f"{entrypoint[0]} is not a console script of {sorted(ours)}"
-    # Each installed wheel is built: by the shared build stage or by this file's build stage.
-    built = " ".join(
-        v
-        for path in (BUILD_DOCKERFILE, build.dockerfile)
-        for stage in parse_dockerfile(path).stages
-        for v in stage.values("RUN")
-        if "pip wheel" in v
-    )
+    # Each installed wheel is built by the shared build stage, and by nothing else.
+    built = " ".join(v for stage in parse_dockerfile(BUILD_DOCKERFILE).stages for v in stage.values("RUN"))
     for name, folder in ours.items():
         assert f"./{folder.relative_to(ROOT).as_posix()}" in built.split(), f"no stage builds the {name} wheel"
-    assert any(v.startswith("--from=build /wheels") for stage in chain for v in stage.values("COPY"))
-    assert dockerfile.stage("build").base == "${BUILD_IMAGE}"  # the shared build stage, not a copy of it
+    for rel in {rel for rel, _ in chain}:
+        assert "pip wheel" not in (ROOT / rel).read_text(), f"{rel} builds a wheel: {BUILD_DOCKERFILE} builds them"
+
+
+# The repository's packages each image installs: what it ran before the shared bases took the contracts and the
+# runtime (the web image talks to the gateway through the SDK, `modaverse`).
+PACKAGES = {
+    "modaverse/encoder": {"modaverse_protos", "modaverse_runtime", "modaverse_encoder"},
+    "modaverse/llm": {"modaverse_protos", "modaverse_runtime", "modaverse_llm"},
+    "modaverse/llm-vllm": {"modaverse_protos", "modaverse_runtime", "modaverse_llm"},
+    "modaverse/generators": {"modaverse_protos", "modaverse_runtime", "modaverse_generators"},
+    "modaverse/gateway": {"modaverse_protos", "modaverse_runtime", "modaverse_gateway"},
+    "modaverse/web": {"modaverse_protos", "modaverse_runtime", "modaverse", "modaverse_web"},
+}
+
+
+@pytest.mark.parametrize("build", PLAN, ids=plan_ids())
+def test_each_image_installs_exactly_its_packages_once(build: object) -> None:
+    installed = installed_wheels(chain_of(build))
+    assert isinstance(build, images_script().Build)
+    assert sorted(installed) == sorted(PACKAGES[build.ref.split(":")[0]])
 
 
 @pytest.mark.parametrize("build", PLAN, ids=plan_ids())
 def test_the_image_runs_as_the_charts_non_root_user(build: object) -> None:
-    images = images_script()
-    assert isinstance(build, images.Build)
-    _, chain = final_chain(build.dockerfile, build.target)
-    users = [v for stage in chain for v in stage.values("USER")]
-    assert users, f"{build.dockerfile} ({build.target}) never sets USER: it would run as root"
+    chain = chain_of(build)
+    users = [v for _, stage in chain for v in stage.values("USER")]
+    assert users, f"{chain[-1][0]} ({chain[-1][1].name}) never sets USER: it would run as root"
     # Numeric, so the kubelet can check runAsNonRoot; the UID the chart's pods run as.
     assert users[-1].isdigit()
     assert int(users[-1]) != 0
     assert int(users[-1]) == chart_values()["global"]["podSecurityContext"]["runAsUser"]
-    # That user exists in the image: created here or in the shared GPU base.
-    base = chain[0].base
-    creating = [*chain, *(parse_dockerfile(GPU_DOCKERFILE).stages if base == "${GPU_BASE}" else [])]
-    assert any(f"useradd --uid {users[-1]}" in v for stage in creating for v in stage.values("RUN"))
+    # That user exists in the image: created in a stage it is built from (a shared base).
+    assert any(f"useradd --uid {users[-1]}" in v for _, stage in chain for v in stage.values("RUN"))
 
 
-def test_the_gpu_images_build_on_the_shared_gpu_base_and_the_others_on_slim_python() -> None:
+def test_the_gpu_images_build_on_the_shared_gpu_base_and_the_others_on_the_cpu_base() -> None:
     for build in PLAN:
-        dockerfile, chain = final_chain(build.dockerfile, build.target)
-        gpu = "GPU_BASE" in dict(build.build_args)
-        assert chain[0].base == ("${GPU_BASE}" if gpu else python_image()), build.ref
-        if gpu:
-            assert "GPU_BASE" in dockerfile.global_args
+        chain = chain_of(build)
+        arg = "GPU_BASE" if "GPU_BASE" in dict(build.build_args) else "CPU_BASE"
+        assert arg in dict(build.build_args), build.ref
+        first = next(stage for rel, stage in chain if rel == build.dockerfile)
+        assert first.base == f"${{{arg}}}", build.ref
+        assert arg in parse_dockerfile(build.dockerfile).global_args
+        assert chain[0] == (SHARED[arg].dockerfile, parse_dockerfile(SHARED[arg].dockerfile).stages[-1])
+        assert chain[0][1].base == python_image(), build.ref
     assert {b.ref.split(":")[0] for b in PLAN if "GPU_BASE" in dict(b.build_args)} == GPU_IMAGES
+
+
+# --- what the images share is written once -----------------------------------------------------------------------
+
+
+def own_names(rel: str) -> list[str]:
+    """A service's own names (its folder, its console scripts without `modaverse-`), longest first."""
+    folder = (ROOT / rel).parent
+    names = {folder.name, *(script.removeprefix("modaverse-") for script in console_scripts(folder))}
+    return sorted(names, key=len, reverse=True)
+
+
+def normalized_stages(rel: str) -> list[list[str]]:
+    """Each stage's instructions (FROM first, without its stage name) with the service's own names blanked out, so
+    that the same step written for two services reads the same."""
+
+    def blank(text: str) -> str:
+        for name in own_names(rel):
+            text = text.replace(name, "<service>")
+        return text
+
+    return [[f"FROM {blank(s.base)}", *(blank(f"{i} {v}") for i, v in s.instructions)] for s in
+            parse_dockerfile(rel).stages]  # fmt: skip
+
+
+def longest_shared_run(a: list[list[str]], b: list[list[str]]) -> list[str]:
+    """The longest run of consecutive instructions that a stage of `a` and a stage of `b` both hold."""
+    best: list[str] = []
+    for x, y in itertools.product(a, b):
+        for i, j in itertools.product(range(len(x)), range(len(y))):
+            n = 0
+            while i + n < len(x) and j + n < len(y) and x[i + n] == y[j + n]:
+                n += 1
+            if n > len(best):
+                best = x[i : i + n]
+    return best
+
+
+# What two services may write alike: copy their wheel, install it, become user 10001. A longer run (a build stage
+# of its own, the install of the contracts and runtime, creating the user) belongs in docker/*.Dockerfile.
+MOST_SHARED_INSTRUCTIONS = 3
+
+
+@pytest.mark.parametrize(("a", "b"), list(itertools.combinations(SERVICE_DOCKERFILES, 2)))
+def test_no_two_service_dockerfiles_repeat_a_stage(a: str, b: str) -> None:
+    run = longest_shared_run(normalized_stages(a), normalized_stages(b))
+    assert len(run) <= MOST_SHARED_INSTRUCTIONS, f"{a} and {b} both run {run}: put it in a shared stage"
+
+
+@pytest.mark.parametrize("rel", SERVICE_DOCKERFILES)
+def test_a_service_dockerfile_leaves_to_the_shared_stages_what_they_do(rel: str) -> None:
+    text = (ROOT / rel).read_text()
+    for shared in ("useradd", "pip wheel", "modaverse_protos", "modaverse_runtime", "python:3"):
+        assert shared not in text, f"{rel}: `{shared}` is the shared stages' job (docker/*.Dockerfile)"
 
 
 # --- versions ----------------------------------------------------------------------------------------------------
@@ -263,7 +353,7 @@ def test_every_image_has_one_row_in_the_docs_table() -> None:
 
 
 def test_the_gpu_base_pins_the_torch_we_test_and_the_cuda_the_docs_state() -> None:
-    gpu = parse_dockerfile(GPU_DOCKERFILE).stages[0]
+    gpu = parse_dockerfile(GPU_DOCKERFILE).stages[-1]
     torch, cuda = stage_arg_default(gpu, "TORCH_VERSION"), stage_arg_default(gpu, "CUDA_VERSION")
     assert torch == torch_we_test()
     # The vLLM virtualenv of `make test-vllm` runs on the same torch.
@@ -300,5 +390,5 @@ def test_the_docs_table_states_each_images_base_and_every_python_base_is_the_sam
     for build in PLAN:
         assert table[build.ref.split(":")[0]]["base"] == base_of(build), build.ref
     for shared in SHARED.values():
-        assert table[shared.repository]["base"] == parse_dockerfile(shared.dockerfile).stages[0].base
+        assert table[shared.repository]["base"] == parse_dockerfile(shared.dockerfile).stages[-1].base
     assert base_of(next(b for b in PLAN if b.target == "vllm")) == "modaverse/llm"

@@ -16,12 +16,16 @@ from tests.images.common import ROOT, app_version, chart_values, images_script, 
 
 V = app_version()
 BUILD = f"localhost/modaverse/build:{V}"
+CPU = f"localhost/modaverse/cpu-base:{V}"
 GPU = f"localhost/modaverse/gpu-base:{V}"
-SHARED_ARGS = ("--build-arg", f"BUILD_IMAGE={BUILD}")
-GPU_ARGS = (*SHARED_ARGS, "--build-arg", f"GPU_BASE={GPU}")
+BUILD_ARGS = ("--build-arg", f"BUILD_IMAGE={BUILD}")
+CPU_ARGS = (*BUILD_ARGS, "--build-arg", f"CPU_BASE={CPU}")
+GPU_ARGS = (*BUILD_ARGS, "--build-arg", f"GPU_BASE={GPU}")
 
-# What `make images` runs with docker and no options: the shared stages, then the chart's images in the order the
-# chart names them (values.yaml, then the examples: values-full-gpu.yaml's vLLM variant).
+# What `make images` runs with docker and no options: the shared stages (the build stage, then the two bases built
+# from it), then the chart's images in the order the chart names them (values.yaml, then the examples:
+# values-full-gpu.yaml's vLLM variant).
+SHARED_BUILDS = 3
 
 
 def build(dockerfile: str, ref: str, target: str | None = None, args: tuple[str, ...] = ()) -> list[str]:
@@ -30,11 +34,12 @@ def build(dockerfile: str, ref: str, target: str | None = None, args: tuple[str,
 
 EXPECTED_DOCKER_BUILDS = [
     build("docker/build.Dockerfile", BUILD),
-    build("docker/gpu.Dockerfile", GPU),
+    build("docker/cpu.Dockerfile", CPU, args=BUILD_ARGS),
+    build("docker/gpu.Dockerfile", GPU, args=BUILD_ARGS),
     build("services/encoder/Dockerfile", f"modaverse/encoder:{V}", "encoder", GPU_ARGS),
     build("services/llm/Dockerfile", f"modaverse/llm:{V}", "llm", GPU_ARGS),
-    build("services/gateway/Dockerfile", f"modaverse/gateway:{V}", "gateway", SHARED_ARGS),
-    build("services/web/Dockerfile", f"modaverse/web:{V}", "web", SHARED_ARGS),
+    build("services/gateway/Dockerfile", f"modaverse/gateway:{V}", "gateway", CPU_ARGS),
+    build("services/web/Dockerfile", f"modaverse/web:{V}", "web", CPU_ARGS),
     build("services/generators/Dockerfile", f"modaverse/generators:{V}", "generators", GPU_ARGS),
     build("services/llm/Dockerfile", f"modaverse/llm-vllm:{V}", "vllm", GPU_ARGS),
 ]
@@ -91,7 +96,7 @@ def test_the_expected_images_are_those_the_chart_names() -> None:
     for name in ["values.yaml", *sorted(p.name for p in (ROOT / "helm" / "modaverse").glob("values-*.yaml"))]:
         named += [r for _, r in yaml_image_repositories(chart_values(name)) if r not in named]
     assert named == CHART_REPOSITORIES
-    assert [c[4].rsplit(":", 1)[0] for c in EXPECTED_DOCKER_BUILDS[2:]] == CHART_REPOSITORIES
+    assert [c[4].rsplit(":", 1)[0] for c in EXPECTED_DOCKER_BUILDS[SHARED_BUILDS:]] == CHART_REPOSITORIES
 
 
 def test_docker_builds_every_image_with_the_chart_names_and_version_in_order(tmp_path: Path) -> None:
@@ -111,10 +116,16 @@ def test_registry_and_tag_name_every_pushed_image_and_tag_the_shared_stages(tmp_
     tags = [c[c.index("-t") + 1] for c in calls(log)]
     assert tags == [
         "localhost/modaverse/build:1.2.3-rc1",
+        "localhost/modaverse/cpu-base:1.2.3-rc1",
         "localhost/modaverse/gpu-base:1.2.3-rc1",
         *(f"registry.example.com/team/{r}:1.2.3-rc1" for r in CHART_REPOSITORIES),
     ]
-    assert all(a.endswith(":1.2.3-rc1") for c in calls(log) for a in c if a.startswith(("BUILD_IMAGE=", "GPU_BASE=")))
+    assert all(
+        a.endswith(":1.2.3-rc1")
+        for c in calls(log)
+        for a in c
+        if a.startswith(("BUILD_IMAGE=", "CPU_BASE=", "GPU_BASE="))
+    )
     # How to make the chart pull them: the registry prefix and each block's tag.
     assert "--set global.imageRegistry=registry.example.com/team/" in proc.stdout
     for block in ("encoder", "llm", "gateway", "web", "generatorDefaults"):
@@ -151,8 +162,14 @@ def test_only_builds_the_shared_stages_an_image_needs(tmp_path: Path) -> None:
     bin_dir, log = fake_builders(tmp_path, "docker")
     proc = run_script(bin_dir, "build", "--only", "gateway", "--only", "modaverse/web")
     assert proc.returncode == 0, proc.stderr
-    wanted = ("localhost/modaverse/build", "modaverse/gateway", "modaverse/web")
+    wanted = ("localhost/modaverse/build", "localhost/modaverse/cpu-base", "modaverse/gateway", "modaverse/web")
     assert calls(log) == [["docker", *c] for c in EXPECTED_DOCKER_BUILDS if c[4].split(":")[0] in wanted]
+    log.unlink()
+    # A GPU image needs the GPU base and, through it, the build stage; not the CPU base.
+    proc = run_script(bin_dir, "build", "--only", "llm")
+    assert proc.returncode == 0, proc.stderr
+    gpu_only = ("localhost/modaverse/build", "localhost/modaverse/gpu-base", "modaverse/llm")
+    assert calls(log) == [["docker", *c] for c in EXPECTED_DOCKER_BUILDS if c[4].split(":")[0] in gpu_only]
     proc = run_script(bin_dir, "build", "--only", "nonesuch")
     assert proc.returncode == 1
     assert "ONLY=nonesuch" in proc.stderr
@@ -175,7 +192,7 @@ def test_a_failed_build_stops_and_names_the_image(tmp_path: Path) -> None:
     proc = run_script(bin_dir, "build", FAKE_FAIL_ON=f"modaverse/llm:{V}")
     assert proc.returncode == 1
     assert f"building modaverse/llm:{V} failed: docker exited with 3" in proc.stderr
-    assert calls(log) == [["docker", *c] for c in EXPECTED_DOCKER_BUILDS[:4]]
+    assert calls(log) == [["docker", *c] for c in EXPECTED_DOCKER_BUILDS[: SHARED_BUILDS + 2]]
 
 
 def test_make_images_and_push_pass_registry_tag_builder_and_only(tmp_path: Path) -> None:
@@ -193,6 +210,7 @@ def test_make_images_and_push_pass_registry_tag_builder_and_only(tmp_path: Path)
         assert proc.returncode == 0, proc.stderr
     assert [(c[1], c[c.index("-t") + 1] if "-t" in c else c[2]) for c in calls(log)] == [
         ("build", "localhost/modaverse/build:7.0"),
+        ("build", "localhost/modaverse/cpu-base:7.0"),
         ("build", "r.example.com/x/modaverse/gateway:7.0"),
         ("build", "r.example.com/x/modaverse/web:7.0"),
         ("push", "r.example.com/x/modaverse/gateway:7.0"),
@@ -250,6 +268,17 @@ def test_a_chart_image_without_a_dockerfile_or_a_label_the_chart_does_not_name_i
     web = root / "services" / "web" / "Dockerfile"
     web.write_text(web.read_text() + '\nFROM web AS debug\nLABEL io.modaverse.image="modaverse/web-debug"\n')
     with pytest.raises(images.ImagesError, match=r"services/web/Dockerfile \(debug\) labelled modaverse/web-debug"):
+        images.plan(root=root)
+
+
+def test_a_shared_stage_that_takes_one_built_after_it_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bases are built FROM the build stage, so SHARED's order is the build order: a wrong one is refused."""
+    images = images_script()
+    root = copy_build_inputs(tmp_path)
+    monkeypatch.setattr(images, "SHARED", tuple(reversed(images.SHARED)))
+    with pytest.raises(images.ImagesError, match="takes BUILD_IMAGE, which SHARED does not build before it"):
         images.plan(root=root)
 
 
