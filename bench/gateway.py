@@ -38,7 +38,7 @@ from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc  # noqa: E
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc  # noqa: E402
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc  # noqa: E402
 from modaverse_runtime import samples  # noqa: E402
-from tests.integration.conftest import start_encoder  # noqa: E402
+from tests.integration.encoder_fixtures import start_encoder  # noqa: E402
 from tests.integration.gateway_fixtures import start_gateway  # noqa: E402
 from tests.integration.llm_fixtures import start_llm  # noqa: E402
 from tests.integration.scripted_llm import start_scripted_llm  # noqa: E402

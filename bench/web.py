@@ -45,7 +45,7 @@ from bench.common import machine, percentile, print_table  # noqa: E402
 from modaverse import AsyncClient, MetaResponse  # noqa: E402
 from modaverse.local import LocalWebService, service_executable  # noqa: E402
 from modaverse_encoder.tiny import ensure_tiny_encoder  # noqa: E402
-from tests.integration.conftest import start_encoder  # noqa: E402
+from tests.integration.encoder_fixtures import start_encoder  # noqa: E402
 from tests.integration.gateway_fixtures import start_gateway  # noqa: E402
 from tests.integration.llm_fixtures import start_llm  # noqa: E402
 from tests.integration.scripted_llm import start_scripted_llm  # noqa: E402

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 import pytest_asyncio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modaverse_generators.diffusers_generator import DiffusersGenerator
 from modaverse_generators.service import make_generator, make_spec
@@ -29,10 +28,6 @@ KINDS = ("text-to-image", "text-to-video", "text-to-audio")
 @dataclass
 class RunningGenerator(InProcessServer["generator_pb2_grpc.GeneratorServiceAsyncStub", GeneratorSettings]):
     generator: DiffusersGenerator
-
-    async def health(self) -> int:
-        reply = await health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=""))
-        return int(reply.status)
 
 
 @dataclass
@@ -81,10 +76,8 @@ async def start_generator(model_dir: Path, kind: str, **overrides: Any) -> Runni
     )
     generator = make_generator(settings)
     assert isinstance(generator, DiffusersGenerator)
-    server, channel, stub = await serve(
-        make_spec(settings, generator), settings, generator_pb2_grpc.GeneratorServiceStub
-    )
-    return RunningGenerator(server, channel, stub, settings, generator)
+    running = await serve(make_spec(settings, generator), settings, generator_pb2_grpc.GeneratorServiceStub)
+    return RunningGenerator(running.server, running.channel, running.stub, settings, generator)
 
 
 async def wait_for(predicate: Any, timeout: float = 30.0) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modaverse_runtime.server import ModaverseServer, ServiceSpec
 from modaverse_runtime.settings import ServerSettings
@@ -21,6 +22,8 @@ T = TypeVar("T")
 
 @dataclass
 class InProcessServer(Generic[StubT, SettingsT]):
+    """What every in-process model service is in tests: the server, one channel to it, its stub, its settings."""
+
     server: ModaverseServer
     channel: grpc.aio.Channel
     stub: StubT
@@ -29,6 +32,11 @@ class InProcessServer(Generic[StubT, SettingsT]):
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.server.port}"
+
+    async def health(self, service: str = "") -> int:
+        """Health/Check for ``service`` ("": the whole server) on the server's channel."""
+        reply = await health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(service=service))
+        return int(reply.status)
 
     async def stop(self) -> None:
         await self.channel.close()
@@ -49,11 +57,11 @@ async def start_server(spec: ServiceSpec, settings: ServerSettings, ready_timeou
 
 async def serve(
     spec: ServiceSpec, settings: SettingsT, stub: Callable[[grpc.aio.Channel], StubT]
-) -> tuple[ModaverseServer, grpc.aio.Channel, StubT]:
+) -> InProcessServer[StubT, SettingsT]:
     """:func:`start_server`, then one channel to it."""
     server = await start_server(spec, settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    return server, channel, stub(channel)
+    return InProcessServer(server, channel, stub(channel), settings)
 
 
 def free_port() -> int:

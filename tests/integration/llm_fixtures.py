@@ -1,6 +1,6 @@
 """In-process LLM servers on loopback ports (real gRPC, real tiny Llama + LoRA).
 
-Test modules import the ``fixture_*`` functions; pytest knows them by their ``name``."""
+A pytest plugin (``pytest_plugins`` in tests/conftest.py): the fixtures are known by their ``name``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from modaverse_llm.service import make_spec
+from modaverse_llm.service import load_settings, make_spec
 from modaverse_llm.settings import LLMSettings
 from modaverse_llm.tiny import build_lora_adapter, ensure_tiny_llm
 from modaverse_protos.common.v1 import common_pb2
@@ -28,9 +28,9 @@ RunningLLM = InProcessServer["llm_pb2_grpc.LLMServiceAsyncStub", LLMSettings]
 
 
 async def start_llm(model_dir: Path, **overrides: Any) -> RunningLLM:
-    settings = LLMSettings(host="127.0.0.1", port=0, model_dir=model_dir, **overrides)
-    server, channel, stub = await serve(make_spec(settings), settings, llm_pb2_grpc.LLMServiceStub)
-    return RunningLLM(server, channel, stub, settings)
+    # The chosen backend's settings class: overrides may name its own fields (llm_scheduler, vllm_*).
+    settings = load_settings(host="127.0.0.1", port=0, model_dir=model_dir, **overrides)
+    return await serve(make_spec(settings), settings, llm_pb2_grpc.LLMServiceStub)
 
 
 @pytest.fixture(scope="session", name="llm_model_dir")
@@ -48,7 +48,7 @@ def fixture_second_adapter(llm_model_dir: Path, tmp_path_factory: pytest.TempPat
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module", name="llm")
 async def fixture_llm(llm_model_dir: Path) -> AsyncIterator[RunningLLM]:
-    running = await start_llm(llm_model_dir, batch_max_wait_ms=20.0, max_tokens_cap=1000)
+    running = await start_llm(llm_model_dir, max_tokens_cap=1000)
     yield running
     await running.stop()
 

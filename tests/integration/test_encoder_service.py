@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client import REGISTRY
 
@@ -19,7 +19,7 @@ from modaverse_protos.encoder.v1 import encoder_pb2
 from modaverse_runtime import samples
 from modaverse_runtime.tensors import to_numpy
 
-from .conftest import RunningEncoder, start_encoder
+from .encoder_fixtures import RunningEncoder, start_encoder
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,15 +37,12 @@ async def encode(enc: RunningEncoder, *items: common_pb2.Media, **kw: object) ->
 
 
 async def assert_serving(enc: RunningEncoder) -> None:
-    reply = await health_pb2_grpc.HealthStub(enc.channel).Check(health_pb2.HealthCheckRequest(service=""))
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert await enc.health() == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_health_and_reflection(encoder: RunningEncoder) -> None:
-    health = health_pb2_grpc.HealthStub(encoder.channel)
     for name in ("", "modaverse.encoder.v1.EncoderService"):
-        reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert await encoder.health(name) == health_pb2.HealthCheckResponse.SERVING
 
     def reflect() -> tuple[list[str], list[str]]:
         with grpc.insecure_channel(encoder.target) as channel:

@@ -30,7 +30,7 @@ from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 from modaverse_runtime import samples
 from modaverse_runtime.server import ModaverseServer
 
-from .conftest import start_encoder
+from .encoder_fixtures import start_encoder
 from .gateway_fixtures import start_gateway
 from .generator_fixtures import start_generator
 from .llm_fixtures import start_llm

@@ -28,9 +28,8 @@ from modaverse_runtime.media import MediaKind, MediaLimits, decode_media
 from modaverse_runtime.server import ModaverseServer
 
 from . import gateway_fixtures
-from .conftest import RunningEncoder, start_encoder
 from .generator_fixtures import RunningGenerator, start_generator
-from .scripted_llm import ScriptedLLM, start_scripted_llm
+from .scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,11 +42,7 @@ FAST = {m: GenerationOptions(steps=2) for m in ("image", "video", "audio")}
 
 
 @dataclass
-class Stack:
-    encoder: RunningEncoder
-    llm_server: ModaverseServer
-    llm: ScriptedLLM
-    generators: dict[str, RunningGenerator]
+class Stack(gateway_fixtures.Backends):
     gateway: ModaverseServer
     client: AsyncClient
 
@@ -61,24 +56,14 @@ async def start_gateway(stack_parts: dict[str, str], **overrides: object) -> Mod
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(model_dir: Path) -> AsyncIterator[Stack]:
-    encoder = await start_encoder(model_dir)
-    llm_server, llm = await start_scripted_llm()
-    generators = {
-        "image": await start_generator(model_dir, "text-to-image"),
-        "video": await start_generator(model_dir, "text-to-video"),
-        "audio": await start_generator(model_dir, "text-to-audio"),
-    }
-    parts = {"encoder": encoder.target, "llm": f"127.0.0.1:{llm_server.port}"}
-    parts.update({m: g.target for m, g in generators.items()})
+    backends = await gateway_fixtures.start_backends(model_dir)
+    parts = {"encoder": backends.encoder.target, "llm": backends.llm_target, **backends.generator_targets()}
     gateway = await start_gateway(parts, max_media_items=4, max_text_chars=2000)
     client = AsyncClient(f"127.0.0.1:{gateway.port}", timeout=120)
-    yield Stack(encoder, llm_server, llm, generators, gateway, client)
+    yield Stack(**vars(backends), gateway=gateway, client=client)
     await client.close()
     await gateway.stop(1)
-    for gen in generators.values():
-        await gen.stop()
-    await llm_server.stop(1)
-    await encoder.stop()
+    await backends.stop_backends()
 
 
 async def test_text_to_text(stack: Stack) -> None:

@@ -18,7 +18,7 @@ from modaverse import AsyncClient
 from modaverse.types import Done, MetaResponse, TextDelta
 from modaverse_runtime import samples
 
-from .conftest import start_encoder
+from .encoder_fixtures import start_encoder
 from .gateway_fixtures import start_gateway
 from .llm_fixtures import start_llm
 

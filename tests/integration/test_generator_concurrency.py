@@ -86,16 +86,16 @@ async def test_full_queue_is_resource_exhausted_and_cancelled_waiters_leave(mode
     try:
         (running, running_task), _ = await started_long_call(gen)
         waiting = [asyncio.ensure_future(collect(gen, **{**SHORT, "seed": s})) for s in (10, 11)]
-        await wait_for(lambda: len(gen.generator._queue) == 2)
+        await wait_for(lambda: gen.generator.queued == 2)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await collect(gen, **SHORT)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "queue is full (2 requests waiting)" in (err.value.details() or "")
         # A waiter that gives up frees its place at once, while the long call still runs.
         waiting[0].cancel()
-        await wait_for(lambda: len(gen.generator._queue) == 1)
+        await wait_for(lambda: gen.generator.queued == 1)
         replacement = asyncio.ensure_future(collect(gen, **{**SHORT, "seed": 12}))
-        await wait_for(lambda: len(gen.generator._queue) == 2)
+        await wait_for(lambda: gen.generator.queued == 2)
         running.cancel()
         results = await asyncio.gather(waiting[1], replacement)
         assert all(r.done is not None for r in results)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 
-from modaverse.local import LocalService, service_executable
+from modaverse.local import service_executable
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
+
+from .processes import module_help, running
 
 
 def test_build_tiny_then_serve_a_kind_chosen_by_environment(tmp_path: Path) -> None:
@@ -27,14 +26,8 @@ def test_build_tiny_then_serve_a_kind_chosen_by_environment(tmp_path: Path) -> N
     assert built.stdout.strip() == str(target) and (target / "model_index.json").is_file()
     assert not (tmp_path / "tiny" / "generators" / "text-to-image").exists()  # only the kind asked for
 
-    env = {
-        "MODAVERSE_MODEL_DIR": str(tmp_path),
-        "MODAVERSE_GENERATOR_KIND": "text-to-audio",
-        "MODAVERSE_MAX_QUEUE": "3",
-        "HF_HUB_OFFLINE": "1",
-    }
-    service = LocalService(exe, env=env, log_path=tmp_path / "server.log").start(timeout=120)
-    try:
+    env = {"MODAVERSE_GENERATOR_KIND": "text-to-audio", "MODAVERSE_MAX_QUEUE": "3"}
+    with running("generator", tmp_path, env, model_dir=tmp_path) as service:
         with grpc.insecure_channel(service.target) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)
             info = stub.Info(generator_pb2.InfoRequest(), timeout=10)
@@ -42,20 +35,8 @@ def test_build_tiny_then_serve_a_kind_chosen_by_environment(tmp_path: Path) -> N
             request = generator_pb2.GenerateRequest(prompt="a bell", seed=1, steps=2, duration_seconds=0.5)
             events = [r.WhichOneof("event") for r in stub.Generate(request, timeout=60)]
             assert events == ["progress", "progress", "chunk", "done"]
-        assert service.proc is not None
-        service.proc.send_signal(signal.SIGTERM)
-        assert service.proc.wait(timeout=60) == 0
-    finally:
-        service.stop()
+        assert service.stop(60).code == 0
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "modaverse_generators", "build-tiny", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        check=True,
-    )
-    assert "--kind" in out.stdout
+    assert "--kind" in module_help("modaverse_generators", "build-tiny")

@@ -51,6 +51,10 @@ def kind_of(gen: RunningGenerator) -> str:
     return gen.settings.generator_kind
 
 
+def params_of(info: generator_pb2.InfoResponse) -> dict[str, generator_pb2.ParamSpec]:
+    return {p.name: p for p in info.params}
+
+
 def decode(gen: RunningGenerator, result: Collected) -> DecodedImage | DecodedAudio | DecodedVideo:
     return decode_output(MEDIA_KIND[kind_of(gen)], result)
 
@@ -70,24 +74,33 @@ async def test_info(gen: RunningGenerator) -> None:
     kind = kind_of(gen)
     assert info.kind == kind
     assert info.model.endswith(f"tiny/generators/{kind}")
-    assert (info.profile, info.device, info.queue_capacity, info.max_batch_size) == ("tiny", "cpu", 16, 4)
-    assert info.limits.max_prompt_chars == 2000
+    assert (info.profile, info.device, info.queue_capacity, info.max_batch_size) == (
+        "tiny",
+        "cpu",
+        64,
+        4,
+    )  # MAX_QUEUE default: docs/reliability.md, Capacity
+    assert info.max_prompt_chars == 2000
     assert "eta" in info.options
-    lim = info.limits
+    lim = params_of(info)
     if kind == "text-to-image":
         assert info.modality == common_pb2.MODALITY_IMAGE
         assert list(info.mime_types) == ["image/png", "image/jpeg", "image/webp"]
-        assert (lim.default_width, lim.default_height, lim.max_width, lim.default_steps) == (64, 64, 256, 4)
-        assert lim.max_num_frames == 0 and lim.max_duration_seconds == 0
+        assert (lim["width"].default_value, lim["height"].default_value, lim["width"].maximum) == (64, 64, 256)
+        assert lim["steps"].default_value == 4
+        assert "num_frames" not in lim and "duration_seconds" not in lim
+        assert list(lim) == ["steps", "guidance_scale", "width", "height", "eta", "guidance_rescale"]
     elif kind == "text-to-video":
         assert info.modality == common_pb2.MODALITY_VIDEO
         assert list(info.mime_types) == ["video/mp4", "video/webm"]
-        assert (lim.default_num_frames, lim.max_num_frames, lim.default_fps) == (8, 32, 10)
+        assert (lim["num_frames"].default_value, lim["num_frames"].maximum, lim["fps"].default_value) == (8, 32, 10)
     else:
         assert info.modality == common_pb2.MODALITY_AUDIO
         assert list(info.mime_types) == ["audio/wav", "audio/flac"]
-        assert (lim.default_duration_seconds, lim.max_duration_seconds, lim.default_steps) == (1.0, 20.0, 4)
-        assert lim.max_width == 0
+        duration = lim["duration_seconds"]
+        assert (duration.default_value, duration.maximum, lim["steps"].default_value) == (1.0, 20.0, 4)
+        assert duration.exclusive_minimum and duration.minimum == 0
+        assert "width" not in lim
 
 
 async def test_defaults_follow_info(gen: RunningGenerator) -> None:
@@ -97,12 +110,13 @@ async def test_defaults_follow_info(gen: RunningGenerator) -> None:
     assert done is not None
     assert done.mime_type == info.mime_types[0]
     decoded = decode(gen, result)
+    lim = params_of(info)
     if isinstance(decoded, DecodedImage):
-        assert decoded.image.size == (info.limits.default_width, info.limits.default_height)
+        assert decoded.image.size == (lim["width"].default_value, lim["height"].default_value)
     elif isinstance(decoded, DecodedVideo):
-        assert (decoded.num_frames, decoded.fps) == (info.limits.default_num_frames, info.limits.default_fps)
+        assert (decoded.num_frames, decoded.fps) == (lim["num_frames"].default_value, lim["fps"].default_value)
     else:
-        assert decoded.duration == pytest.approx(info.limits.default_duration_seconds)
+        assert decoded.duration == pytest.approx(lim["duration_seconds"].default_value)
 
 
 async def test_output_has_the_requested_size_frames_and_duration(gen: RunningGenerator) -> None:
@@ -125,6 +139,13 @@ async def test_output_has_the_requested_size_frames_and_duration(gen: RunningGen
     else:
         assert decoded.sample_rate == 16000 and decoded.samples.shape == (1, 24000)
         assert done.duration_seconds == pytest.approx(1.5)
+
+
+async def test_parameters_by_name_act_as_their_fields(gen: RunningGenerator) -> None:
+    fast = FAST[kind_of(gen)]
+    by_field = await collect(gen, prompt="a red circle", seed=4, **fast, options={"eta": "0.5"})
+    by_name = await collect(gen, prompt="a red circle", seed=4, params={**fast, "eta": 0.5})
+    assert by_field.data == by_name.data and len(by_name.data) > 0
 
 
 @pytest.mark.parametrize("index", [1, 2])
@@ -190,11 +211,16 @@ COMMON_BAD: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "ok", "steps": 0}, "steps 0 is out of range"),
     ({"prompt": "ok", "steps": 501}, "steps 501 is out of range"),
     ({"prompt": "ok", "seed": -1}, "seed -1 is out of range"),
-    ({"prompt": "ok", "guidance_scale": -1.0}, "guidance_scale -1.0 is out of range"),
+    ({"prompt": "ok", "guidance_scale": -1.0}, "guidance_scale -1 is out of range"),
     ({"prompt": "ok", "guidance_scale": float("nan")}, "guidance_scale nan is out of range"),
     ({"prompt": "ok", "options": {"strength": "0.5"}}, "unknown option 'strength'"),
     ({"prompt": "ok", "options": {"eta": "lots"}}, "option eta='lots' is not a number"),
     ({"prompt": "ok", "options": {"eta": "2"}}, "option eta=2 is out of range"),
+    ({"prompt": "ok", "params": {"steps": 0}}, "steps 0 is out of range"),
+    ({"prompt": "ok", "params": {"steps": 1.5}}, "steps 1.5 is not a whole number"),
+    ({"prompt": "ok", "steps": 2, "params": {"steps": 2}}, "steps is given twice"),
+    ({"prompt": "ok", "params": {"strength": 0.5}}, "strength does not apply to"),
+    ({"prompt": "ok", "params": {"eta": 0.5}, "options": {"eta": "0.5"}}, "eta is given twice"),
     ({"prompt": "ok", "output_mime_type": "image/gif"}, "output mime type 'image/gif' is not supported"),
     ({"prompt": "ok", "output_mime_type": "text/plain"}, "output mime type 'text/plain' is not supported"),
 ]

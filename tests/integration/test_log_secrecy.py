@@ -36,7 +36,7 @@ from modaverse_runtime import samples
 from modaverse_runtime.logs import request_id
 from modaverse_runtime.server import ModaverseServer
 
-from .conftest import start_encoder
+from .encoder_fixtures import start_encoder
 from .gateway_fixtures import start_gateway
 from .in_process import free_port
 from .scripted_llm import start_scripted_llm

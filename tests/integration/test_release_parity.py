@@ -27,6 +27,7 @@ import torch
 from modaverse_llm.cli import main
 from modaverse_llm.service import make_spec
 from modaverse_llm.settings import LLMSettings
+from modaverse_llm.transformers_backend import TransformersSettings
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 from modaverse_runtime.tensors import from_numpy
@@ -170,7 +171,7 @@ async def served(
     else:
         root = convert(world, world.release, tmp / "converted")
     base = slow_layout_base(root, tmp / "slow-base", world) if request.param == "slow-base" else root / "base"
-    settings = LLMSettings(
+    settings: LLMSettings = TransformersSettings(
         host="127.0.0.1",
         port=0,
         profile="full",
@@ -179,8 +180,7 @@ async def served(
         dtype="float32",
         torch_threads=1,
     )
-    server, channel, stub = await serve(make_spec(settings), settings, llm_pb2_grpc.LLMServiceStub)
-    running = Running(server, channel, stub, settings)
+    running = await serve(make_spec(settings), settings, llm_pb2_grpc.LLMServiceStub)
     yield running
     await running.stop()
 

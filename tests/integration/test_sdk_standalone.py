@@ -25,10 +25,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modaverse.local import LocalService, service_executable
-
 from .gateway_fixtures import tiny_routes
 from .in_process import BackgroundLoop
+from .processes import ServiceProcess, running, service_process, started
 from .scripted_llm import start_scripted_llm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,43 +112,27 @@ def fresh(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
 @dataclass
 class TinyStack:
     target: str
-    services: list[LocalService]
+    services: list[ServiceProcess]
 
 
 @pytest.fixture(scope="module")
 def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyStack]:
     logs = tmp_path_factory.mktemp("stack-logs")
-    env = {"MODAVERSE_MODEL_DIR": str(model_dir), "HF_HUB_OFFLINE": "1"}
-    encoder = LocalService(service_executable("modaverse-encoder"), env=env, log_path=logs / "encoder.log")
-    generator = LocalService(
-        service_executable("modaverse-generator"),
-        env={**env, "MODAVERSE_GENERATOR_KIND": "text-to-image"},
-        log_path=logs / "generator.log",
-    )
+    encoder = service_process("encoder", logs, model_dir=model_dir)
+    generator = service_process("generator", logs, {"MODAVERSE_GENERATOR_KIND": "text-to-image"}, model_dir=model_dir)
     background = BackgroundLoop()
-    started: list[LocalService] = []
     llm = None
     try:
-        for service in (encoder, generator):
-            started.append(service.launch())
         llm, _ = background.run(start_scripted_llm())
-        for service in (encoder, generator):
-            service.wait_ready(240)
-        gateway = LocalService(
-            service_executable("modaverse-gateway"),
-            env={
+        with started(encoder, generator, timeout=240):
+            env = {
                 "MODAVERSE_ENCODER_TARGETS": encoder.target,
                 "MODAVERSE_LLM_TARGETS": f"127.0.0.1:{llm.port}",
                 "MODAVERSE_ROUTES": tiny_routes({"image": generator.target}),
-            },
-            log_path=logs / "gateway.log",
-        )
-        started.append(gateway.launch())
-        gateway.wait_ready(120)
-        yield TinyStack(gateway.target, started)
+            }
+            with running("gateway", logs, env) as gateway:
+                yield TinyStack(gateway.target, [encoder, generator, gateway])
     finally:
-        for service in reversed(started):
-            service.stop()
         if llm is not None:
             background.run(llm.stop(grace=0))
         background.close()

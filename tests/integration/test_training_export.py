@@ -31,7 +31,7 @@ from modaverse_training.schema import Example, Invocation, MediaRef
 from modaverse_training.shapes import WorldCounts, generate_world
 from modaverse_training.trainer import TrainConfig
 
-from .conftest import RunningEncoder, start_encoder
+from .encoder_fixtures import RunningEncoder, start_encoder
 from .gateway_fixtures import start_gateway
 from .llm_fixtures import start_llm
 

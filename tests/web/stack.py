@@ -19,10 +19,7 @@ from modaverse_web.app import WebState, create_app
 from modaverse_web.server import WebServer, bind, uvicorn_config
 from modaverse_web.settings import WebSettings
 from tests.integration import gateway_fixtures
-from tests.integration.conftest import RunningEncoder, start_encoder
-from tests.integration.generator_fixtures import RunningGenerator, start_generator
 from tests.integration.in_process import BackgroundLoop
-from tests.integration.scripted_llm import ScriptedLLM, start_scripted_llm
 
 
 @dataclass
@@ -63,12 +60,8 @@ def web_settings(gateway: str, **overrides: Any) -> WebSettings:
 
 
 @dataclass
-class Stack:
+class Stack(gateway_fixtures.Backends):
     loop: BackgroundLoop
-    encoder: RunningEncoder
-    llm_server: ModaverseServer
-    llm: ScriptedLLM
-    generators: dict[str, RunningGenerator]
     gateway: ModaverseServer
     web: RunningWeb
     extra: list[RunningWeb] = field(default_factory=list)
@@ -89,28 +82,16 @@ class Stack:
 
 
 async def start_stack(loop: BackgroundLoop, model_dir: Path) -> Stack:
-    encoder = await start_encoder(model_dir)
-    llm_server, llm = await start_scripted_llm()
-    generators = {
-        "image": await start_generator(model_dir, "text-to-image"),
-        "video": await start_generator(model_dir, "text-to-video"),
-        "audio": await start_generator(model_dir, "text-to-audio"),
-    }
+    backends = await gateway_fixtures.start_backends(model_dir)
     gateway = await gateway_fixtures.start_gateway(
-        encoder.target,
-        f"127.0.0.1:{llm_server.port}",
-        {m: g.target for m, g in generators.items()},
-        retry_backoff_ms=10,
+        backends.encoder.target, backends.llm_target, backends.generator_targets(), retry_backoff_ms=10
     )
     web = await start_web(web_settings(f"127.0.0.1:{gateway.port}", max_media_items=4, max_parts=8))
-    return Stack(loop, encoder, llm_server, llm, generators, gateway, web)
+    return Stack(**vars(backends), loop=loop, gateway=gateway, web=web)
 
 
 async def stop_stack(stack: Stack) -> None:
     for web in [stack.web, *stack.extra]:
         await web.stop()
     await stack.gateway.stop(1)
-    for gen in stack.generators.values():
-        await gen.stop()
-    await stack.llm_server.stop(1)
-    await stack.encoder.stop()
+    await stack.stop_backends()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modaverse_protos.common.v1 import common_pb2
@@ -41,7 +41,10 @@ class Turn:
 
 @dataclass
 class GenerationOptions:
-    """Per-modality generator settings (``generators={"image": GenerationOptions(steps=4)}``)."""
+    """Per-modality generator settings (``generators={"image": GenerationOptions(steps=4)}``).
+
+    ``params``: any parameter of the generator by name (``{"strength": 0.6}``; ``list_models`` routes, the
+    generator's Info lists them), for parameters without a field here; the generator checks them."""
 
     model: str = ""
     seed: int | None = None
@@ -53,6 +56,7 @@ class GenerationOptions:
     fps: int | None = None
     duration_seconds: float | None = None
     negative_prompt: str = ""
+    params: Mapping[str, float] = field(default_factory=dict)
 
 
 def _media(item: MediaInput, modality: str) -> common_pb2.Media:
@@ -107,7 +111,9 @@ def build_request(
 
 def generator_overrides(opts: GenerationOptions) -> gateway_pb2.GeneratorOverrides:
     """The wire form of one modality's settings; ``None`` fields stay unset (the generator's defaults)."""
-    override = gateway_pb2.GeneratorOverrides(model=opts.model, negative_prompt=opts.negative_prompt)
+    override = gateway_pb2.GeneratorOverrides(
+        model=opts.model, negative_prompt=opts.negative_prompt, params=dict(opts.params)
+    )
     for name in ("seed", "steps", "guidance_scale", "width", "height", "num_frames", "fps", "duration_seconds"):
         value = getattr(opts, name)
         if value is not None:
@@ -116,14 +122,18 @@ def generator_overrides(opts: GenerationOptions) -> gateway_pb2.GeneratorOverrid
 
 
 def build_generate_request(
-    modality: str, prompt: str, options: GenerationOptions | None = None
+    modality: str, prompt: str, options: GenerationOptions | None = None, image: MediaInput | None = None
 ) -> gateway_pb2.GenerateRequest:
-    """A direct generation: ``modality`` is "image", "video" or "audio" (ValueError otherwise)."""
+    """A direct generation: ``modality`` is "image", "video" or "audio" (ValueError otherwise); ``image`` is the
+    input image of a generator that transforms one (image-to-image), as a path, bytes or a Media message."""
     if modality not in MEDIA_MODALITIES:
         raise ValueError(f"modality must be 'image', 'video' or 'audio', not {modality!r}")
-    return gateway_pb2.GenerateRequest(
+    request = gateway_pb2.GenerateRequest(
         modality=MEDIA_MODALITIES[modality], prompt=prompt, options=generator_overrides(options or GenerationOptions())
     )
+    if image is not None:
+        request.image.CopyFrom(_media(image, "image"))
+    return request
 
 
 def _invocation(inv: gateway_pb2.Invocation) -> Invocation:

@@ -1,7 +1,8 @@
 """``modaverse up``: the whole stack as separate local processes, like a cluster in miniature.
 
-encoder, llm and one generator per modality start together on free loopback ports; the gateway
-starts last on the public port with the routing table pointing at them; then, when its package is
+encoder, llm and the generators (one per route: text-to-image, image-to-image, text-to-video,
+text-to-audio) start together on free loopback ports; the gateway starts last on the public port with
+the routing table pointing at them; then, when its package is
 installed (``modaverse-web``), the web front door (the playground and the OpenAI-compatible API) in front
 of the gateway. Ctrl-C (or SIGTERM) stops the web front door and the gateway first, then the rest, each
 with a graceful drain.
@@ -22,7 +23,14 @@ from types import FrameType
 from . import local
 from .local import LocalService, LocalWebService, require_services, service_executable
 
-GENERATORS = {"image": "text-to-image", "video": "text-to-video", "audio": "text-to-audio"}
+# Route (named "<route>-<profile>") → (modality, generator kind). The first route of a modality is its default,
+# the one a meta-response's `Modality: [IMAGE]` reaches; the others are reached by name (direct generation).
+GENERATORS = {
+    "image": ("image", "text-to-image"),
+    "image-to-image": ("image", "image-to-image"),
+    "video": ("video", "text-to-video"),
+    "audio": ("audio", "text-to-audio"),
+}
 SERVICE_COMMANDS = ("modaverse-encoder", "modaverse-llm", "modaverse-generator", "modaverse-gateway")
 # Optional: started when installed (`pip install ./services/web`, or `make install`).
 WEB_COMMAND = "modaverse-web"
@@ -83,13 +91,27 @@ def _backends(profile: str, log_dir: Path, env: dict[str, str]) -> dict[str, Loc
         "encoder": LocalService(service_executable("modaverse-encoder"), env=common, log_path=log_dir / "encoder.log"),
         "llm": LocalService(service_executable("modaverse-llm"), env=common, log_path=log_dir / "llm.log"),
     }
-    for modality, kind in GENERATORS.items():
-        services[f"gen-{modality}"] = LocalService(
+    for name, (_, kind) in GENERATORS.items():
+        services[f"gen-{name}"] = LocalService(
             service_executable("modaverse-generator"),
             env={**common, "MODAVERSE_GENERATOR_KIND": kind},
-            log_path=log_dir / f"gen-{modality}.log",
+            log_path=log_dir / f"gen-{name}.log",
         )
     return services
+
+
+def routing_table(services: dict[str, LocalService], profile: str) -> dict[str, object]:
+    """The gateway's routes to the generators of ``services``: ``<route>-<profile>``, a modality's first the default."""
+    generators: dict[str, object] = {}
+    defaults: set[str] = set()
+    for name, (modality, _) in GENERATORS.items():
+        generators[f"{name}-{profile}"] = {
+            "modality": modality,
+            "endpoints": [services[f"gen-{name}"].target],
+            "default": modality not in defaults,
+        }
+        defaults.add(modality)
+    return {"generators": generators}
 
 
 def start_stack(
@@ -114,21 +136,11 @@ def start_stack(
             started.append(service.launch())
         for service in services.values():
             service.wait_ready(timeout)
-        routes = {
-            "generators": {
-                f"{modality}-{profile}": {
-                    "modality": modality,
-                    "endpoints": [services[f"gen-{modality}"].target],
-                    "default": True,
-                }
-                for modality in GENERATORS
-            }
-        }
         gateway_env = {
             **(env or {}),
             "MODAVERSE_ENCODER_TARGETS": services["encoder"].target,
             "MODAVERSE_LLM_TARGETS": services["llm"].target,
-            "MODAVERSE_ROUTES": json.dumps(routes),
+            "MODAVERSE_ROUTES": json.dumps(routing_table(services, profile)),
         }
         gateway = LocalService(
             service_executable("modaverse-gateway"), env=gateway_env, port=gateway_port, log_path=logs / "gateway.log"

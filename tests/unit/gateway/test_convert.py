@@ -98,3 +98,20 @@ def test_direct_generator_request_takes_the_options_as_a_chat_invocation_does() 
     assert not out.HasField("height")  # unset stays unset: the generator's default applies
     bare = convert.direct_generator_request(gateway_pb2.GenerateRequest(prompt="rain"))
     assert bare == generator_pb2.GenerateRequest(prompt="rain")
+
+
+def test_parameters_by_name_pass_through_for_any_kind() -> None:
+    """A generator's own parameters (``strength``, …) need nothing from the gateway: the map is passed on."""
+    options = gateway_pb2.GeneratorOverrides(steps=3, params={"strength": 0.6, "tiles": 4.0})
+    out = convert.direct_generator_request(gateway_pb2.GenerateRequest(prompt="a cat", options=options))
+    assert dict(out.params) == {"strength": 0.6, "tiles": 4.0} and out.steps == 3
+    chat = gateway_pb2.ChatRequest(options=gateway_pb2.ChatOptions(generator_overrides={"video": options}))
+    video = convert.generator_request(Invocation(OutputModality.VIDEO, "rain"), chat)
+    assert dict(video.params) == {"strength": 0.6, "tiles": 4.0}
+
+
+def test_a_direct_generations_input_image_is_passed_on() -> None:
+    image = common_pb2.Media(modality=common_pb2.MODALITY_IMAGE, mime_type="image/png", data=b"\x89PNG")
+    out = convert.direct_generator_request(gateway_pb2.GenerateRequest(prompt="at night", image=image))
+    assert out.image == image and out.prompt == "at night"
+    assert not convert.direct_generator_request(gateway_pb2.GenerateRequest(prompt="x")).HasField("image")

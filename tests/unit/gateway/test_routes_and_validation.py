@@ -162,3 +162,18 @@ def test_generate_prompt_limit_is_the_chat_text_limit_and_the_invocation_prompt_
     validate_generate(generate("x" * MAX_PROMPT_CHARS), settings, table)
     with pytest.raises(InvalidArgument, match="characters; the limit is"):
         validate_generate(generate("x" * (MAX_PROMPT_CHARS + 1)), settings, table)
+
+
+def test_an_input_image_is_bytes_within_the_media_limit(table: RoutingTable) -> None:
+    def with_image(media: common_pb2.Media) -> gateway_pb2.GenerateRequest:
+        request = generate(model="sdxl")
+        request.image.CopyFrom(media)
+        return request
+
+    settings = GatewaySettings(max_media_mb=0.001)  # 1048 bytes
+    assert validate_generate(with_image(common_pb2.Media(data=b"x" * 1048)), settings, table).name == "sdxl"
+    with pytest.raises(InvalidArgument, match="image: 1049 bytes; the limit is 1048"):
+        validate_generate(with_image(common_pb2.Media(data=b"x" * 1049)), settings, table)
+    for media in (common_pb2.Media(uri="https://x/cat.png"), common_pb2.Media(data=b"")):
+        with pytest.raises(InvalidArgument, match="image: send the image bytes in 'data'"):
+            validate_generate(with_image(media), settings, table)

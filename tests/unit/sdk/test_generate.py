@@ -3,6 +3,8 @@ and how its events fold into a ChatResult."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modaverse import AsyncClient, Client, GenerationOptions
@@ -81,3 +83,68 @@ def test_cli_generate_refuses_a_modality_it_cannot_generate(capsys: pytest.Captu
         main(["generate", "text", "hello"])
     assert exit_.value.code == 2
     assert "invalid choice: 'text'" in capsys.readouterr().err
+
+
+def test_parameters_by_name_are_sent_as_they_are() -> None:
+    opts = GenerationOptions(steps=4, params={"strength": 0.6, "eta": 0.0})
+    request = build_generate_request("image", "a fox", opts)
+    assert dict(request.options.params) == {"strength": 0.6, "eta": 0.0} and request.options.steps == 4
+    chat = build_request("hi", generators={"image": opts})
+    assert chat.options.generator_overrides["image"] == request.options
+
+
+def test_cli_generate_takes_any_parameter_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[gateway_pb2.GenerateRequest] = []
+
+    def generate(self: Client, modality: str, prompt: str, *, options: GenerationOptions, **_: object) -> list[object]:
+        sent.append(build_generate_request(modality, prompt, options))
+        return []
+
+    monkeypatch.setattr(Client, "generate", generate)
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "image", "a fox", "--param", "strength=0.6", "--param", " eta = 0", "--steps", "3"])
+    assert exit_.value.code == 0
+    assert dict(sent[0].options.params) == {"strength": 0.6, "eta": 0.0} and sent[0].options.steps == 3
+
+
+@pytest.mark.parametrize("bad", ["strength", "=1", "strength=lots"])
+def test_cli_refuses_a_malformed_parameter(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "image", "a fox", "--param", bad])
+    assert exit_.value.code == 2
+    assert "expected NAME=NUMBER" in capsys.readouterr().err
+
+
+def test_an_input_image_goes_as_a_media_item(tmp_path: Path) -> None:
+    path = tmp_path / "cat.png"
+    path.write_bytes(b"\x89PNG...")
+    from_path = build_generate_request("image", "at night", image=path).image
+    assert (from_path.modality, from_path.mime_type, from_path.data) == (
+        common_pb2.MODALITY_IMAGE,
+        "image/png",
+        b"\x89PNG...",
+    )
+    from_bytes = build_generate_request("image", "at night", image=b"raw").image
+    assert (from_bytes.mime_type, from_bytes.data) == ("", b"raw")  # the server recognises the format
+    assert not build_generate_request("image", "at night").HasField("image")
+
+
+def test_cli_generate_sends_the_input_image(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "cat.jpg"
+    path.write_bytes(b"\xff\xd8\xff")
+    sent: list[gateway_pb2.GenerateRequest] = []
+
+    def generate(
+        self: Client, modality: str, prompt: str, *, options: GenerationOptions, image: str, **_: object
+    ) -> list[object]:
+        sent.append(build_generate_request(modality, prompt, options, image))
+        return []
+
+    monkeypatch.setattr(Client, "generate", generate)
+    with pytest.raises(SystemExit):
+        main(["generate", "image", "at night", "--model", "img2img", "--image", str(path), "--param", "strength=0.5"])
+    assert (sent[0].image.mime_type, sent[0].image.data, sent[0].options.model) == (
+        "image/jpeg",
+        b"\xff\xd8\xff",
+        "img2img",
+    )

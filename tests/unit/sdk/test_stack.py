@@ -120,7 +120,7 @@ def test_the_web_front_door_starts_last_pointed_at_the_gateway_and_stops_first(
     fakes.clear()
     running.stop()
     assert fakes[:2] == ["stop modaverse-web", "stop modaverse-gateway"]
-    assert len(fakes) == 7  # and the five backends
+    assert len(fakes) == 8  # and the six backends
 
 
 def test_without_the_web_package_the_stack_starts_and_says_the_playground_is_skipped(
@@ -189,3 +189,17 @@ def test_up_passes_the_web_port(argv: list[str], web_port: int | None, monkeypat
         main(["up", *argv])
     assert exit_.value.code == 0
     assert seen["web_port"] == web_port and seen["gateway_port"] == 50050
+
+
+def test_every_generator_gets_a_route_and_a_modalitys_first_is_its_default(fakes: list[str], tmp_path: Path) -> None:
+    running = stack.start_stack(log_dir=tmp_path)
+    routes = stack.routing_table(running.services, "tiny")["generators"]
+    assert isinstance(routes, dict)
+    assert {name: (r["modality"], r["default"]) for name, r in routes.items()} == {
+        "image-tiny": ("image", True),  # the meta-response's `Modality: [IMAGE]`: text-to-image
+        "image-to-image-tiny": ("image", False),  # direct generation by name
+        "video-tiny": ("video", True),
+        "audio-tiny": ("audio", True),
+    }
+    assert routes["image-to-image-tiny"]["endpoints"] == [running.services["gen-image-to-image"].target]
+    assert "launch modaverse-generator[image-to-image]" in fakes

@@ -55,6 +55,7 @@ def _with_overrides(prompt: str, overrides: gateway_pb2.GeneratorOverrides | Non
         for name in ("seed", "steps", "guidance_scale", "width", "height", "num_frames", "fps", "duration_seconds"):
             if overrides.HasField(name):
                 setattr(out, name, getattr(overrides, name))
+        out.params.update(overrides.params)  # the generator knows its parameters; the gateway does not
     return out
 
 
@@ -65,8 +66,12 @@ def generator_request(invocation: Invocation, request: gateway_pb2.ChatRequest) 
 
 
 def direct_generator_request(request: gateway_pb2.GenerateRequest) -> generator_pb2.GenerateRequest:
-    """A Generate call's one invocation: its prompt and options, as a chat's invocation gets them."""
-    return _with_overrides(request.prompt, request.options)
+    """A Generate call's one invocation: its prompt and options, as a chat's invocation gets them, and its input
+    image if any."""
+    out = _with_overrides(request.prompt, request.options)
+    if request.HasField("image"):
+        out.image.CopyFrom(request.image)
+    return out
 
 
 def meta_response_event(parsed: ParsedResponse, models: list[str]) -> gateway_pb2.ChatEvent:

@@ -62,7 +62,8 @@ def validate_generate(request: gateway_pb2.GenerateRequest, settings: GatewaySet
     """Checks a Generate request and returns its route (``options.model``, or the modality's default).
 
     An unknown model name is NOT_FOUND; a model of another modality or a modality with no route is
-    INVALID_ARGUMENT, as in a chat. The generator checks the settings themselves (steps, size …)."""
+    INVALID_ARGUMENT, as in a chat. The generator checks the settings themselves (steps, size …) and
+    whether its kind takes an input image; here only that one is bytes within the media size limit."""
     modality = GENERATABLE.get(request.modality)
     if modality is None:
         name = common_pb2.Modality.Name(request.modality) if request.modality in common_pb2.Modality.values() else ""
@@ -75,4 +76,10 @@ def validate_generate(request: gateway_pb2.GenerateRequest, settings: GatewaySet
     limit = generate_prompt_limit(settings)
     if len(request.prompt) > limit:
         raise InvalidArgument(f"the prompt has {len(request.prompt)} characters; the limit is {limit}")
+    if request.HasField("image"):  # whether the route's generator takes one is the generator's to say
+        if request.image.WhichOneof("source") != "data" or not request.image.data:
+            raise InvalidArgument("image: send the image bytes in 'data' (uri sources are not fetched)")
+        max_bytes = int(settings.max_media_mb * 2**20)
+        if len(request.image.data) > max_bytes:
+            raise InvalidArgument(f"image: {len(request.image.data)} bytes; the limit is {max_bytes}")
     return routes.resolve(modality, request.options.model, unknown=NotFound)

@@ -9,46 +9,41 @@ import numpy as np
 
 from modaverse_runtime.media import MediaKind
 
-from .base import GeneratedMedia, GenerationParams, Limits
+from .base import GeneratedMedia, GenerationParams
 from .diffusers_generator import DiffusersGenerator
 from .encoding import AUDIO_MIME_TYPES, encode_audio
-from .params import KindSpec, OptionSpec
+from .params import Bounds, KindSpec, ParamSpec, guidance_scale, option, steps
 
 
 class TextToAudio(DiffusersGenerator):
     kind = "text-to-audio"
     release_model = "cvssp/audioldm-l-full"
+    # Release: 10 steps, 5 s; AudioLDM's default guidance 2.5.
     spec = KindSpec(
         modality=MediaKind.AUDIO,
         mime_types=AUDIO_MIME_TYPES,
-        options={"eta": OptionSpec(0.0, 1.0)},
-        uses_duration=True,
+        params=(
+            steps(full=Bounds(10, 200), tiny=Bounds(4, 500)),
+            guidance_scale(2.5),
+            ParamSpec(
+                "duration_seconds",
+                0.0,
+                30.0,
+                5.0,
+                exclusive_minimum=True,
+                call_arg="audio_length_in_s",
+                tiny=Bounds(1.0, 10.0),
+            ),
+            option("eta", 0.0, 1.0),
+        ),
     )
-    # Release: 10 steps, 5 s; AudioLDM's default guidance 2.5.
-    full_limits = Limits(
-        default_steps=10,
-        max_steps=200,
-        default_guidance_scale=2.5,
-        max_prompt_chars=0,
-        default_duration_s=5.0,
-        max_duration_s=30.0,
-    )
-    tiny_limits = Limits(
-        default_steps=4,
-        max_steps=500,
-        default_guidance_scale=2.5,
-        max_prompt_chars=0,
-        default_duration_s=1.0,
-        max_duration_s=10.0,
-    )
-    call_params = frozenset({"audio_length_in_s"})
 
     @property
     def sample_rate(self) -> int:
         return int(self.pipe.vocoder.config.sampling_rate)
 
-    def call_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        return {"audio_length_in_s": params.duration_s, "num_waveforms_per_prompt": 1}
+    def call_kwargs(self, batch: Sequence[GenerationParams]) -> dict[str, Any]:
+        return {"num_waveforms_per_prompt": 1}
 
     def rows(self, output: Any) -> Sequence[Any]:
         return list(np.asarray(output.audios))  # (B, samples)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modaverse_runtime.media import MediaKind
 from modaverse_runtime.models import ModelBase
@@ -12,42 +13,31 @@ from modaverse_runtime.registry import Registry
 
 from .settings import GeneratorSettings
 
+if TYPE_CHECKING:  # params.py builds on these types
+    from PIL.Image import Image as PILImage
+
+    from .params import ParamSpec
+
 
 @dataclass(frozen=True)
-class Limits:
-    """Defaults and maxima a deployment applies; reported by Info, enforced on every request."""
+class InputImage:
+    """An input image as the caller sent it: encoded bytes, and their MIME type if known."""
 
-    default_steps: int
-    max_steps: int
-    default_guidance_scale: float
-    max_prompt_chars: int
-    default_width: int = 0  # 0: the parameter does not apply to this kind
-    default_height: int = 0
-    max_width: int = 0
-    max_height: int = 0
-    default_num_frames: int = 0
-    max_num_frames: int = 0
-    default_fps: int = 0
-    default_duration_s: float = 0.0
-    max_duration_s: float = 0.0
+    data: bytes
+    mime_type: str = ""
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What the caller asked for; ``None`` means "use the default"."""
+    """What the caller asked for; a parameter left out takes the deployment's default."""
 
     prompt: str
     negative_prompt: str = ""
     seed: int | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    num_frames: int | None = None
-    fps: int | None = None
-    duration_s: float | None = None
+    params: Mapping[str, float] = field(default_factory=dict)  # by the kind's parameter names (steps, width, …)
+    options: Mapping[str, str] = field(default_factory=dict)  # the same as text, for parameters without a field
     mime_type: str = ""
-    options: Mapping[str, str] = field(default_factory=dict)
+    image: InputImage | None = None  # for kinds that transform an image
 
 
 @dataclass(frozen=True)
@@ -57,27 +47,14 @@ class GenerationParams:
     prompt: str
     negative_prompt: str
     seed: int
-    steps: int
-    guidance_scale: float
     mime_type: str
-    width: int = 0
-    height: int = 0
-    num_frames: int = 0
-    fps: int = 0
-    duration_s: float = 0.0
-    options: tuple[tuple[str, float], ...] = ()
+    values: Mapping[str, float]  # every parameter that has a value (integers as int)
+    batched: tuple[tuple[str, float], ...] = ()  # the values that must be equal within one pipeline call
+    image: PILImage | None = None  # the decoded input image (RGB), for kinds that transform one; per row
 
-    def batch_key(self) -> tuple[object, ...]:
+    def batch_key(self) -> Hashable:
         """Requests with equal keys can share one pipeline call (prompts, seeds and encodings differ per row)."""
-        return (
-            self.steps,
-            self.guidance_scale,
-            self.width,
-            self.height,
-            self.num_frames,
-            self.duration_s,
-            self.options,
-        )
+        return self.batched
 
 
 @dataclass(frozen=True)
@@ -108,8 +85,10 @@ class GeneratorInfo:
     kind: str
     model: str
     mime_types: tuple[str, ...]
-    limits: Limits
-    options: tuple[str, ...]
+    params: tuple[ParamSpec, ...]
+    options: tuple[str, ...]  # parameters that may also be sent as text in ``options``
+    max_prompt_chars: int
+    takes_image: bool
     queue_capacity: int
     max_batch_size: int
     profile: str
@@ -136,5 +115,6 @@ class Generator(ModelBase):
 
 GENERATORS: Registry[Generator] = Registry("generator", Generator)
 GENERATORS.register("text-to-image", "modaverse_generators.image:TextToImage")
+GENERATORS.register("image-to-image", "modaverse_generators.image_to_image:ImageToImage")
 GENERATORS.register("text-to-video", "modaverse_generators.video:TextToVideo")
 GENERATORS.register("text-to-audio", "modaverse_generators.audio:TextToAudio")

@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.generator.v1 import generator_pb2
+from modaverse_runtime.errors import InvalidArgument
 from modaverse_runtime.media import MediaKind
 
-from .base import GeneratedMedia, GenerationRequest, GeneratorInfo, Progress
+from .base import GeneratedMedia, GenerationRequest, GeneratorInfo, InputImage, Progress
+from .params import FIELD_PARAMS, ParamSpec
 
 CHUNK_BYTES = 1 << 20  # the contract's largest Chunk
 
@@ -20,20 +22,31 @@ MODALITY_FOR_KIND = {
 
 
 def generation_request(request: generator_pb2.GenerateRequest) -> GenerationRequest:
+    """The request's parameters in one map: its fields (unset ones left out) and ``params``."""
+    params: dict[str, float] = {
+        field.name: value for field, value in request.ListFields() if field.name in FIELD_PARAMS
+    }  # set fields only (each has presence), zeros included
+    for name, value in request.params.items():
+        if name in params:
+            raise InvalidArgument(f"{name} is given twice (as a field and in params); send it once")
+        params[name] = value
     return GenerationRequest(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
         seed=request.seed if request.HasField("seed") else None,
-        steps=request.steps if request.HasField("steps") else None,
-        guidance_scale=request.guidance_scale if request.HasField("guidance_scale") else None,
-        width=request.width if request.HasField("width") else None,
-        height=request.height if request.HasField("height") else None,
-        num_frames=request.num_frames if request.HasField("num_frames") else None,
-        fps=request.fps if request.HasField("fps") else None,
-        duration_s=request.duration_seconds if request.HasField("duration_seconds") else None,
-        mime_type=request.output_mime_type,
+        params=params,
         options=dict(request.options),
+        mime_type=request.output_mime_type,
+        image=_input_image(request.image) if request.HasField("image") else None,
     )
+
+
+def _input_image(media: common_pb2.Media) -> InputImage:
+    if media.WhichOneof("source") != "data" or not media.data:
+        raise InvalidArgument("image has no data: send the image bytes in 'image.data' (uri sources are not fetched)")
+    if media.modality not in (common_pb2.MODALITY_UNSPECIFIED, common_pb2.MODALITY_IMAGE):
+        raise InvalidArgument(f"image has modality {media.modality}, not MODALITY_IMAGE; send an image")
+    return InputImage(media.data, media.mime_type)
 
 
 def progress_response(event: Progress) -> generator_pb2.GenerateResponse:
@@ -65,28 +78,29 @@ def media_responses(media: GeneratedMedia, chunk_bytes: int = CHUNK_BYTES) -> It
     yield generator_pb2.GenerateResponse(done=done)
 
 
+def param_spec(param: ParamSpec) -> generator_pb2.ParamSpec:
+    out = generator_pb2.ParamSpec(
+        name=param.name,
+        integer=param.integer,
+        minimum=param.minimum,
+        maximum=param.maximum,
+        exclusive_minimum=param.exclusive_minimum,
+        multiple_of=param.multiple_of,
+    )
+    if param.default is not None:
+        out.default_value = param.default
+    return out
+
+
 def info_response(info: GeneratorInfo) -> generator_pb2.InfoResponse:
-    lim = info.limits
     return generator_pb2.InfoResponse(
         modality=MODALITY_FOR_KIND[info.modality],
         kind=info.kind,
         model=info.model,
         mime_types=list(info.mime_types),
-        limits=generator_pb2.ParamLimits(
-            default_steps=lim.default_steps,
-            max_steps=lim.max_steps,
-            default_guidance_scale=lim.default_guidance_scale,
-            default_width=lim.default_width,
-            default_height=lim.default_height,
-            max_width=lim.max_width,
-            max_height=lim.max_height,
-            default_num_frames=lim.default_num_frames,
-            max_num_frames=lim.max_num_frames,
-            default_fps=lim.default_fps,
-            default_duration_seconds=lim.default_duration_s,
-            max_duration_seconds=lim.max_duration_s,
-            max_prompt_chars=lim.max_prompt_chars,
-        ),
+        params=[param_spec(p) for p in info.params],
+        max_prompt_chars=info.max_prompt_chars,
+        takes_image=info.takes_image,
         options=list(info.options),
         queue_capacity=info.queue_capacity,
         max_batch_size=info.max_batch_size,

@@ -10,50 +10,32 @@ import torch
 
 from modaverse_runtime.media import MediaKind
 
-from .base import GeneratedMedia, GenerationParams, Limits
+from .base import GeneratedMedia, GenerationParams
 from .diffusers_generator import DiffusersGenerator
 from .encoding import IMAGE_MIME_TYPES, encode_image, to_uint8
 from .imports import diffusers
-from .params import KindSpec, OptionSpec
+from .params import Bounds, KindSpec, guidance_scale, option, size, steps
 
 
 class TextToImage(DiffusersGenerator):
     kind = "text-to-image"
     release_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    # The pipeline's own defaults for SD 1.5 (50 steps, guidance 7.5, 512 px), as the release calls it.
     spec = KindSpec(
         modality=MediaKind.IMAGE,
         mime_types=IMAGE_MIME_TYPES,
-        options={"eta": OptionSpec(0.0, 1.0), "guidance_rescale": OptionSpec(0.0, 1.0)},
-        uses_size=True,
+        params=(
+            steps(full=Bounds(50, 200), tiny=Bounds(4, 500)),
+            guidance_scale(7.5),
+            size("width", full=Bounds(512, 1024), tiny=Bounds(64, 256)),
+            size("height", full=Bounds(512, 1024), tiny=Bounds(64, 256)),
+            option("eta", 0.0, 1.0),
+            option("guidance_rescale", 0.0, 1.0),
+        ),
     )
-    # The pipeline's own defaults for SD 1.5 (50 steps, guidance 7.5, 512 px), as the release calls it.
-    full_limits = Limits(
-        default_steps=50,
-        max_steps=200,
-        default_guidance_scale=7.5,
-        max_prompt_chars=0,
-        default_width=512,
-        default_height=512,
-        max_width=1024,
-        max_height=1024,
-    )
-    tiny_limits = Limits(
-        default_steps=4,
-        max_steps=500,
-        default_guidance_scale=7.5,
-        max_prompt_chars=0,
-        default_width=64,
-        default_height=64,
-        max_width=256,
-        max_height=256,
-    )
-    call_params = frozenset({"height", "width"})
 
     def load_pipeline(self, path: str, dtype: torch.dtype) -> Any:
         return diffusers().AutoPipelineForText2Image.from_pretrained(path, dtype=dtype)
-
-    def call_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        return {"height": params.height, "width": params.width}
 
     def rows(self, output: Any) -> Sequence[Any]:
         return list(np.asarray(output.images))  # (B, H, W, 3) floats in [0, 1]

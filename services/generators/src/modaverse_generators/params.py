@@ -1,6 +1,10 @@
-"""Request validation: every parameter checked against the deployment's limits, defaults filled in.
+"""Generation parameters: each kind declares its own, and a request is checked against them.
 
-Each problem is an InvalidArgument whose message names the field, the value and the limit.
+A kind lists its numeric parameters as :class:`ParamSpec`\\ s (name, integer or not, range,
+step, default per profile, and how the pipeline call takes it). Validation, Info, the batching
+key and the pipeline call are all driven by that list, so a kind that adds a parameter changes
+nothing else. Each problem is an InvalidArgument whose message names the field, the value and
+the limit.
 """
 
 from __future__ import annotations
@@ -9,64 +13,113 @@ import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from modaverse_runtime.errors import InvalidArgument
 from modaverse_runtime.media import MediaKind
 
-from .base import GenerationParams, GenerationRequest, Limits
+from .base import GenerationParams, GenerationRequest
 
 MAX_GUIDANCE_SCALE = 50.0
 MAX_FPS = 60
 SEED_LIMIT = 2**63  # Done.seed is an int64
+# Parameters with a field of their own in the generator's GenerateRequest (and the gateway's overrides);
+# the others reach the generator through the generic ``params`` map or, as text, ``options``.
+FIELD_PARAMS = frozenset({"steps", "guidance_scale", "width", "height", "num_frames", "fps", "duration_seconds"})
+
+
+class Bounds(NamedTuple):
+    default: float | None
+    maximum: float
 
 
 @dataclass(frozen=True)
-class OptionSpec:
-    """A model-specific extra passed to the pipeline call as a number in [minimum, maximum]."""
+class ParamSpec:
+    """One numeric parameter of a kind, as a deployment applies it (Info reports it; every request is
+    checked against it). ``default`` None: the pipeline's own default applies unless the caller gives one
+    (model-specific extras such as ``eta``)."""
 
+    name: str
     minimum: float
     maximum: float
+    default: float | None = None
     integer: bool = False
+    multiple_of: int = 0  # 0: any value
+    exclusive_minimum: bool = False  # the minimum itself is refused (a length of 0 s)
+    call_arg: str = ""  # the pipeline-call argument it fills; "": its name
+    passed: bool = True  # False: the kind uses it itself (video fps: encoding; resizing an input image)
+    per_row: bool = False  # may differ between the rows of one pipeline call (not part of the batch key)
+    tiny: Bounds | None = None  # default and maximum on the tiny profile, when they differ
+
+    def __post_init__(self) -> None:
+        # One pipeline call takes one value per argument: a value that differs per row cannot be one.
+        if self.per_row and self.passed:
+            raise ValueError(f"parameter {self.name}: a per-row parameter is used by the kind itself (passed=False)")
+
+    @property
+    def argument(self) -> str:
+        return self.call_arg or self.name
+
+    def for_profile(self, profile: str) -> ParamSpec:
+        if profile == "full" or self.tiny is None:
+            return replace(self, tiny=None)
+        return replace(self, default=self.tiny.default, maximum=self.tiny.maximum, tiny=None)
+
+    def describe_range(self) -> str:
+        low = "above" if self.exclusive_minimum else "between"
+        high = "and at most" if self.exclusive_minimum else "and"
+        return f"{low} {self.minimum:g} {high} {self.maximum:g}"
+
+    def check(self, value: float) -> float:
+        """``value`` if it is allowed (an int for integer parameters); InvalidArgument naming the limit if not."""
+        shown = f"{value:g}"
+        if self.integer and math.isfinite(value) and value != int(value):
+            raise InvalidArgument(f"{self.name} {shown} is not a whole number")
+        below = value <= self.minimum if self.exclusive_minimum else value < self.minimum
+        if not math.isfinite(value) or below or value > self.maximum:
+            raise InvalidArgument(f"{self.name} {shown} is out of range; it must be {self.describe_range()}")
+        if self.multiple_of and value % self.multiple_of:
+            raise InvalidArgument(f"{self.name} {shown} is not a multiple of {self.multiple_of}")
+        return int(value) if self.integer else float(value)
+
+
+def steps(full: Bounds, tiny: Bounds) -> ParamSpec:
+    return ParamSpec("steps", 1, full.maximum, full.default, integer=True, call_arg="num_inference_steps", tiny=tiny)
+
+
+def guidance_scale(default: float) -> ParamSpec:
+    return ParamSpec("guidance_scale", 0.0, MAX_GUIDANCE_SCALE, default)
+
+
+def size(name: str, full: Bounds, tiny: Bounds, *, passed: bool = True) -> ParamSpec:
+    """A width or height in pixels: a multiple of 8 (the VAE's downsampling)."""
+    return ParamSpec(name, 8, full.maximum, full.default, integer=True, multiple_of=8, passed=passed, tiny=tiny)
+
+
+def option(name: str, minimum: float, maximum: float, *, integer: bool = False) -> ParamSpec:
+    """A model-specific extra: passed to the pipeline call only when the caller gives it."""
+    return ParamSpec(name, minimum, maximum, integer=integer)
 
 
 @dataclass(frozen=True)
 class KindSpec:
-    """What a generator kind accepts: its modality, output types (default first) and parameters."""
+    """What a generator kind accepts: its modality, output types (default first), parameters and inputs."""
 
     modality: MediaKind
     mime_types: tuple[str, ...]
-    options: Mapping[str, OptionSpec]
-    uses_size: bool = False
-    uses_frames: bool = False
-    uses_duration: bool = False
+    params: tuple[ParamSpec, ...]
+    input_image: bool = False  # the kind transforms an input image (the request's ``image``, required)
 
+    def by_name(self) -> dict[str, ParamSpec]:
+        return {p.name: p for p in self.params}
 
-def _int_in(name: str, value: int | None, default: int, maximum: int, minimum: int = 1) -> int:
-    if value is None:
-        return default
-    if value < minimum or value > maximum:
-        raise InvalidArgument(f"{name} {value} is out of range; it must be between {minimum} and {maximum}")
-    return value
+    def for_profile(self, profile: str) -> KindSpec:
+        return replace(self, params=tuple(p.for_profile(profile) for p in self.params))
 
-
-def _size(name: str, value: int | None, default: int, maximum: int) -> int:
-    size = _int_in(name, value, default, maximum, minimum=8)
-    if size % 8:
-        raise InvalidArgument(f"{name} {size} is not a multiple of 8")
-    return size
-
-
-def _not_applicable(spec: KindSpec, request: GenerationRequest) -> None:
-    given = {
-        "width": (request.width, spec.uses_size),
-        "height": (request.height, spec.uses_size),
-        "num_frames": (request.num_frames, spec.uses_frames),
-        "fps": (request.fps, spec.uses_frames),
-        "duration_seconds": (request.duration_s, spec.uses_duration),
-    }
-    for name, (value, applies) in given.items():
-        if value is not None and not applies:
-            raise InvalidArgument(f"{name} does not apply to {spec.modality.value} generation")
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Parameters that may also be sent as text in ``options`` (those without a field of their own)."""
+        return tuple(sorted(p.name for p in self.params if p.name not in FIELD_PARAMS))
 
 
 def _prompt(name: str, text: str, limit: int, required: bool) -> str:
@@ -77,66 +130,73 @@ def _prompt(name: str, text: str, limit: int, required: bool) -> str:
     return text
 
 
-def _options(spec: KindSpec, options: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
-    parsed: list[tuple[str, float]] = []
+def _options(spec: KindSpec, options: Mapping[str, str]) -> dict[str, float]:
+    """``options`` (numbers as text, the older way to send extras), each checked like its parameter."""
+    known, accepted = spec.by_name(), spec.options
+    parsed: dict[str, float] = {}
     for key in sorted(options):
-        option = spec.options.get(key)
-        if option is None:
-            accepted = ", ".join(sorted(spec.options)) or "none"
-            raise InvalidArgument(f"unknown option {key!r}; accepted options: {accepted}")
+        param = known.get(key)
+        if param is None or key not in accepted:
+            raise InvalidArgument(f"unknown option {key!r}; accepted options: {', '.join(accepted) or 'none'}")
         raw = options[key].strip()
         try:
-            value = float(int(raw)) if option.integer else float(raw)
+            value = float(int(raw)) if param.integer else float(raw)
         except ValueError:
-            kind = "an integer" if option.integer else "a number"
+            kind = "an integer" if param.integer else "a number"
             raise InvalidArgument(f"option {key}={raw!r} is not {kind}") from None
-        if not (math.isfinite(value) and option.minimum <= value <= option.maximum):
-            raise InvalidArgument(f"option {key}={raw} is out of range [{option.minimum:g}, {option.maximum:g}]")
-        parsed.append((key, value))
-    return tuple(parsed)
+        if not (math.isfinite(value) and param.minimum <= value <= param.maximum):
+            raise InvalidArgument(f"option {key}={raw} is out of range [{param.minimum:g}, {param.maximum:g}]")
+        parsed[key] = value
+    return parsed
 
 
-def resolve_params(request: GenerationRequest, spec: KindSpec, limits: Limits) -> GenerationParams:
-    prompt = _prompt("prompt", request.prompt, limits.max_prompt_chars, required=True)
-    negative = _prompt("negative_prompt", request.negative_prompt, limits.max_prompt_chars, required=False)
-    _not_applicable(spec, request)
+def _values(spec: KindSpec, request: GenerationRequest, kind: str) -> dict[str, float]:
+    known = spec.by_name()
+    given = dict(request.params)
+    for name in given:
+        if name not in known:
+            accepted = ", ".join(sorted(known))
+            raise InvalidArgument(
+                f"{name} does not apply to {spec.modality.value} generation by {kind}; its parameters: {accepted}"
+            )
+    for name, value in _options(spec, request.options).items():
+        if name in given:
+            raise InvalidArgument(f"{name} is given twice (in params and in options); send it once")
+        given[name] = value
+    values: dict[str, float] = {}
+    for param in spec.params:
+        chosen = given.get(param.name, param.default)
+        if chosen is not None:
+            values[param.name] = param.check(chosen)
+    return values
+
+
+def resolve_params(
+    request: GenerationRequest, spec: KindSpec, max_prompt_chars: int, kind: str = "this generator"
+) -> GenerationParams:
+    """``request`` checked against ``spec`` (a deployment's: parameters for its profile), every default filled in.
+    Whether an input image is there is checked here; decoding it is the caller's (it is slow)."""
+    prompt = _prompt("prompt", request.prompt, max_prompt_chars, required=True)
+    negative = _prompt("negative_prompt", request.negative_prompt, max_prompt_chars, required=False)
     if request.seed is not None and not 0 <= request.seed < SEED_LIMIT:
         raise InvalidArgument(f"seed {request.seed} is out of range; it must be between 0 and {SEED_LIMIT - 1}")
     seed = secrets.randbelow(2**31) if request.seed is None else request.seed
-    steps = _int_in("steps", request.steps, limits.default_steps, limits.max_steps)
-    guidance = limits.default_guidance_scale if request.guidance_scale is None else request.guidance_scale
-    if not (math.isfinite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE_SCALE):
-        raise InvalidArgument(
-            f"guidance_scale {guidance} is out of range; it must be between 0 and {MAX_GUIDANCE_SCALE:g}"
-        )
     mime = request.mime_type.split(";", 1)[0].strip().lower() or spec.mime_types[0]
     if mime not in spec.mime_types:
         raise InvalidArgument(
             f"output mime type {mime!r} is not supported for {spec.modality.value}; choose {', '.join(spec.mime_types)}"
         )
-    params = GenerationParams(
+    values = _values(spec, request, kind)
+    if spec.input_image and request.image is None:
+        raise InvalidArgument(f"image is missing: {kind} transforms an input image; send one in 'image'")
+    if request.image is not None and not spec.input_image:
+        raise InvalidArgument(f"image does not apply to {kind}: it generates from the prompt alone")
+    per_row = frozenset(p.name for p in spec.params if p.per_row)
+    return GenerationParams(
         prompt=prompt,
         negative_prompt=negative,
         seed=seed,
-        steps=steps,
-        guidance_scale=float(guidance),
         mime_type=mime,
-        options=_options(spec, request.options),
+        values=values,
+        batched=tuple(sorted((name, v) for name, v in values.items() if name not in per_row)),
     )
-    if spec.uses_size:
-        width = _size("width", request.width, limits.default_width, limits.max_width)
-        height = _size("height", request.height, limits.default_height, limits.max_height)
-        params = replace(params, width=width, height=height)
-    if spec.uses_frames:
-        frames = _int_in("num_frames", request.num_frames, limits.default_num_frames, limits.max_num_frames)
-        fps = _int_in("fps", request.fps, limits.default_fps, MAX_FPS)
-        params = replace(params, num_frames=frames, fps=fps)
-    if spec.uses_duration:
-        seconds = limits.default_duration_s if request.duration_s is None else request.duration_s
-        if not (math.isfinite(seconds) and 0.0 < seconds <= limits.max_duration_s):
-            raise InvalidArgument(
-                f"duration_seconds {seconds:g} is out of range; it must be above 0 "
-                f"and at most {limits.max_duration_s:g}"
-            )
-        params = replace(params, duration_s=float(seconds))
-    return params

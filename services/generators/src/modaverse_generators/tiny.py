@@ -3,8 +3,8 @@
 Built offline, deterministically from a seed, into ``<model_dir>/tiny/generators/<kind>``
 with ``save_pretrained`` and then loaded through the very ``from_pretrained`` code that
 loads ``stable-diffusion-v1-5/stable-diffusion-v1-5`` and friends. Schedulers match the release:
-PNDM for Stable Diffusion (its default), DPMSolverMultistep for text-to-video (what the
-ModaVerse release swaps in), DDIM for AudioLDM.
+PNDM for Stable Diffusion (its default; text-to-image and image-to-image), DPMSolverMultistep for
+text-to-video (what the ModaVerse release swaps in), DDIM for AudioLDM.
 """
 
 from __future__ import annotations
@@ -144,6 +144,11 @@ def build_text_to_image() -> Any:
     )
 
 
+def build_image_to_image() -> Any:
+    """Stable Diffusion's img2img pipeline over the tiny text-to-image components (the same weights for a seed)."""
+    return diffusers().StableDiffusionImg2ImgPipeline(**build_text_to_image().components, requires_safety_checker=False)
+
+
 def build_text_to_video() -> Any:
     d = diffusers()
 
@@ -226,6 +231,7 @@ def build_text_to_audio() -> Any:
 
 BUILDERS: dict[str, Callable[[], Any]] = {
     "text-to-image": build_text_to_image,
+    "image-to-image": build_image_to_image,
     "text-to-video": build_text_to_video,
     "text-to-audio": build_text_to_audio,
 }

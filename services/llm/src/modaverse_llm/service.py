@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from grpc import aio
 
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
@@ -14,7 +16,20 @@ from .settings import LLMSettings
 SERVICE_NAME: str = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
 
 
+def settings_class(impl: str) -> type[LLMSettings]:
+    """The settings class of the backend ``impl`` (registry name or ``pkg.module:Class``)."""
+    return LLM_BACKENDS.resolve(impl).settings_class
+
+
+def load_settings(**values: Any) -> LLMSettings:
+    """What the service reads: the settings class of the backend that ``values["llm_impl"]`` (else
+    MODAVERSE_LLM_IMPL) names, ``values`` over the environment."""
+    impl = values.get("llm_impl") or LLMSettings().llm_impl
+    return settings_class(str(impl))(**values)
+
+
 def make_backend(settings: LLMSettings) -> LLMBackend:
+    # The backend reads its own settings class (its fields from the environment) from these.
     return LLM_BACKENDS.resolve(settings.llm_impl)(settings)
 
 

@@ -1,4 +1,4 @@
-"""In-process encoder servers on loopback ports (real gRPC, real tiny models)."""
+"""In-process encoder servers on loopback ports (real gRPC, real tiny models); a pytest plugin (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ RunningEncoder = InProcessServer["encoder_pb2_grpc.EncoderServiceAsyncStub", Enc
 
 async def start_encoder(model_dir: Path, **overrides: Any) -> RunningEncoder:
     settings = EncoderSettings(host="127.0.0.1", port=0, model_dir=model_dir, **overrides)
-    server, channel, stub = await serve(make_spec(settings), settings, encoder_pb2_grpc.EncoderServiceStub)
-    return RunningEncoder(server, channel, stub, settings)
+    return await serve(make_spec(settings), settings, encoder_pb2_grpc.EncoderServiceStub)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
