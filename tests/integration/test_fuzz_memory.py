@@ -19,16 +19,18 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from modaverse.local import LocalService, service_executable
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 from modaverse_runtime import samples
 
-from .llm_fixtures import fixture_llm_model_dir  # noqa: F401 - pytest fixture
+from .processes import ServiceProcess, service_process, started
 from .test_fuzz_rpcs import DOCUMENTED
 
-WARMUP, MAIN = 100, 300  # requests per service
+# Requests per service. The warm-up is as long as the main batch: the LLM's rows join a running batch at any
+# step, so which requests coincide (and how high the heap's peak goes) depends on timing; 300 random requests
+# reach the peaks the next 300 can, where 100 did not always (the baseline then varied by 15%).
+WARMUP, MAIN = 300, 300
 MAX_GROWTH = 0.10
 MAX_ITEMS, MAX_MESSAGES, MAX_ROWS, MAX_TOKENS, HIDDEN = 4, 16, 16, 4, 256
 
@@ -44,23 +46,22 @@ def rss_kib(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def services(llm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LocalService]]:
+def services(llm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServiceProcess]]:
     """Both processes, launched together so their start-up overlaps."""
     logs = tmp_path_factory.mktemp("fuzz-memory")
     common = {
-        "MODAVERSE_MODEL_DIR": str(llm_model_dir),
         "MODAVERSE_GRACE_PERIOD_S": "5",
-        "HF_HUB_OFFLINE": "1",
         # glibc opens a new malloc arena whenever threads contend (up to 8 per core), and each keeps what
         # was freed into it: VmRSS then steps up by tens of MiB at moments that depend on scheduling, then
         # stays flat (measured: +45 MiB once in 800 LLM requests, never again). Two arenas make the
         # figure track what the process holds, which is what a leak would change.
         "MALLOC_ARENA_MAX": "2",
     }
-    started = {
-        "encoder": LocalService(
-            service_executable("modaverse-encoder"),
-            env={
+    processes = {
+        "encoder": service_process(
+            "encoder",
+            logs,
+            {
                 **common,
                 "MODAVERSE_MAX_ITEMS_PER_REQUEST": str(MAX_ITEMS),
                 "MODAVERSE_MAX_MEDIA_MB": "1",
@@ -71,32 +72,23 @@ def services(llm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
                 "MODAVERSE_VIDEO_SPATIAL_CROPS": "1",
                 "MODAVERSE_AUDIO_CLIPS": "1",
             },
-            log_path=logs / "encoder.log",
+            model_dir=llm_model_dir,
         ),
-        "llm": LocalService(
-            service_executable("modaverse-llm"),
-            env={
+        "llm": service_process(
+            "llm",
+            logs,
+            {
                 **common,
                 "MODAVERSE_MAX_TOKENS_CAP": str(MAX_TOKENS),
                 "MODAVERSE_MAX_MESSAGES": str(MAX_MESSAGES),
                 "MODAVERSE_MAX_MEDIA_ROWS": str(MAX_ROWS),
                 "MODAVERSE_TORCH_THREADS": "1",  # a tiny model on a shared CPU: 1 thread is faster than 2
             },
-            log_path=logs / "llm.log",
+            model_dir=llm_model_dir,
         ),
     }
-    try:
-        for service in started.values():
-            service.launch()
-        for service in started.values():
-            service.wait_ready(240)
-        yield started
-    finally:
-        for service in started.values():
-            if service.proc is not None and service.proc.poll() is None:
-                service.proc.kill()
-                service.proc.wait(10)
-            service.stop()
+    with started(*processes.values(), timeout=240):
+        yield processes
 
 
 def fire(target: str, send: Callable[[grpc.Channel, Any], Any], requests: list[Any]) -> Counter[str]:
@@ -115,7 +107,7 @@ def fire(target: str, send: Callable[[grpc.Channel, Any], Any], requests: list[A
 
 def check_bounded(
     name: str,
-    service: LocalService,
+    service: ServiceProcess,
     make: Callable[[random.Random, int], list[Any]],
     send: Callable[[grpc.Channel, Any], Any],
     burst: list[Any],
@@ -124,7 +116,6 @@ def check_bounded(
     so the warm-up opens with a burst of the heaviest valid requests (four at a time, as many as can coincide):
     the baseline then already holds that peak, and what the main batch adds beyond it is growth, not a bigger
     coincidence of large requests."""
-    assert service.proc is not None
     rng = random.Random(f"{name}-fuzz")
     warm = fire(service.target, send, burst + make(rng, WARMUP))
     before = rss_kib(service.proc.pid)
@@ -210,7 +201,7 @@ def encoder_requests(rng: random.Random, n: int) -> list[encoder_pb2.EncodeReque
     return requests
 
 
-def test_encoder_memory_is_bounded_under_fuzzing(services: dict[str, LocalService]) -> None:
+def test_encoder_memory_is_bounded_under_fuzzing(services: dict[str, ServiceProcess]) -> None:
     video = common_pb2.Media(modality=common_pb2.MODALITY_VIDEO, data=REAL[common_pb2.MODALITY_VIDEO][0])
     burst = [encoder_pb2.EncodeRequest(media=[video] * MAX_ITEMS)] * 8
     check_bounded("encoder", services["encoder"], encoder_requests, encode, burst)
@@ -313,7 +304,7 @@ def llm_requests(rng: random.Random, n: int) -> list[llm_pb2.GenerateRequest]:
     return requests
 
 
-def test_llm_memory_is_bounded_under_fuzzing(services: dict[str, LocalService]) -> None:
+def test_llm_memory_is_bounded_under_fuzzing(services: dict[str, ServiceProcess]) -> None:
     rng = random.Random(0)
     rows = rows_tensor(rng, [MAX_ROWS, HIDDEN], common_pb2.DTYPE_FLOAT32)
     block = llm_pb2.Segment(embeddings=llm_pb2.EmbeddingBlock(modality=common_pb2.MODALITY_IMAGE, rows=rows))

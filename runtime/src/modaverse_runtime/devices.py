@@ -1,7 +1,9 @@
-"""Device and dtype selection for torch-based services (torch imported lazily)."""
+"""Device and dtype selection for torch-based services, and giving memory back (torch imported lazily)."""
 
 from __future__ import annotations
 
+import gc
+import sys
 from typing import TYPE_CHECKING
 
 from .errors import FailedPrecondition
@@ -31,3 +33,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in table:
         raise FailedPrecondition(f"unknown dtype {name!r}; expected auto, float32, float16 or bfloat16")
     return table[name]
+
+
+def release_memory() -> None:
+    """After an out-of-memory failure, once its traceback (which holds the failed call's tensors) is gone:
+    collect what only cycles still hold, and return CUDA's cached free blocks to the device, so the next
+    request (or another process on the GPU) finds the memory free."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # never initialises CUDA in a CPU-only process
+        torch.cuda.empty_cache()

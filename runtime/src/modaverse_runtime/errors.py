@@ -78,6 +78,13 @@ BY_STATUS: Final[Mapping[grpc.StatusCode, type[ModaverseError]]] = MappingProxyT
 )
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A ``torch.OutOfMemoryError`` (GPU memory). Torch is not imported for it: where torch was never
+    loaded, nothing can have raised one (the SDK and the gateway do without torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a failure should be reported with.
 
@@ -90,4 +97,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.DEADLINE_EXCEEDED, "operation timed out"
     if isinstance(exc, MemoryError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory while serving the request"
+    if is_out_of_memory(exc):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "out of GPU memory while serving the request; retry later"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server logs"

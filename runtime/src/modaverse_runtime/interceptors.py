@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -71,7 +71,11 @@ class _CallScope:
         metrics.IN_FLIGHT.dec()
         metrics.REQUESTS.labels(self.method, self.code.name).inc()
         metrics.LATENCY.labels(self.method).observe(time.perf_counter() - self._start)
-        request_id.reset(self._token)
+        # A streaming handler that grpc abandons is closed later by the event loop's async-generator
+        # finaliser, in another context, where the token cannot be reset (and need not be: the
+        # context it was set in is gone).
+        with contextlib.suppress(ValueError):
+            request_id.reset(self._token)
 
 
 @contextlib.asynccontextmanager
@@ -126,7 +130,13 @@ def _wrap_streaming(method: str, behavior: _Streaming, guard: RequestGuard, clos
     async def handler(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         async with _call(method, context, guard):
             stream = behavior(request, context)
-            if isinstance(stream, AsyncIterator):
+            if isinstance(stream, AsyncGenerator):
+                # Closed here, not by the garbage collector, when the call ends early: its cleanup
+                # (e.g. freeing a batch slot) runs at once.
+                async with contextlib.aclosing(stream):
+                    async for response in stream:
+                        yield response
+            elif isinstance(stream, AsyncIterator):
                 async for response in stream:
                     yield response
             elif method in WATCH_METHODS:

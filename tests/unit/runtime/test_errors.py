@@ -29,3 +29,11 @@ def test_server_only_errors_keep_their_own_status() -> None:
     assert status_for(errors.AlreadyExists("x"))[0] == grpc.StatusCode.ALREADY_EXISTS
     assert status_for(errors.FailedPrecondition("x"))[0] == grpc.StatusCode.FAILED_PRECONDITION
     assert issubclass(errors.AlreadyExists, ModaverseError)
+
+
+def test_out_of_gpu_memory_is_resource_exhausted_without_internals() -> None:
+    torch = pytest.importorskip("torch")
+    code, message = status_for(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB on /dev/x"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "GPU memory" in message and "/dev/x" not in message
+    assert errors.is_out_of_memory(torch.OutOfMemoryError("x")) and not errors.is_out_of_memory(RuntimeError("x"))

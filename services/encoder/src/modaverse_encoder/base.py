@@ -39,6 +39,7 @@ class EncoderInfo:
     rows_per_item: int
     dtype: torch.dtype
     device: str
+    encoder_id: str = ""  # names what decides the rows (identity.py); "" when the encoder cannot tell
 
 
 class Encoder(ModelBase):

@@ -58,9 +58,9 @@ def output_dtype(request: encoder_pb2.EncodeRequest) -> int | None:
 
 
 def encode_response(
-    items: Sequence[EncodedItem], dtype: int | None, omit_imagebind: bool
+    items: Sequence[EncodedItem], dtype: int | None, omit_imagebind: bool, encoder_id: str = ""
 ) -> encoder_pb2.EncodeResponse:
-    response = encoder_pb2.EncodeResponse()
+    response = encoder_pb2.EncodeResponse(encoder_id=encoder_id)
     for item in items:
         emb = response.embeddings.add()
         emb.modality = MODALITY_FOR_KIND[item.kind]
@@ -91,4 +91,5 @@ def info_response(info: EncoderInfo, settings: EncoderSettings) -> encoder_pb2.I
         ),
         profile=settings.profile,
         device=info.device,
+        encoder_id=info.encoder_id,
     )

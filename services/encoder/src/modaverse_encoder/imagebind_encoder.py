@@ -26,6 +26,7 @@ from .architectures import BRANCH_FOR_KIND, architecture_kwargs
 from .artifacts import EncoderArtifacts, resolve_artifacts
 from .base import EncodedItem, Encoder, EncoderInfo, MediaInput
 from .checkpoint import load_imagebind
+from .identity import encoder_id
 from .settings import EncoderSettings
 from .transforms import audio_to_clips, image_to_tensor, video_to_clips
 
@@ -36,6 +37,7 @@ class ImageBindEncoder(Encoder):
     def __init__(self, settings: EncoderSettings) -> None:
         super().__init__(settings)
         self.artifacts: EncoderArtifacts | None = None
+        self.encoder_id = ""
         self._limits = settings.media_limits
         self._model: torch.nn.Module | None = None
         self._adaptor: Adaptor | None = None
@@ -70,6 +72,7 @@ class ImageBindEncoder(Encoder):
                 f"adaptor in_dim {adaptor.config.in_dim} does not match ImageBind output size {embed_dim}"
             )
         self._adaptor = adaptor
+        self.encoder_id = encoder_id(artifacts, self.settings, self._dtype, self._device)
         batching = self.settings.batching
         for kind in (MediaKind.IMAGE, MediaKind.VIDEO, MediaKind.AUDIO):
             self._batchers[kind] = MicroBatcher(
@@ -110,6 +113,7 @@ class ImageBindEncoder(Encoder):
             rows_per_item=cfg.rows,
             dtype=self._dtype,
             device=str(self._device),
+            encoder_id=self.encoder_id,
         )
 
     # --- work ------------------------------------------------------------------------

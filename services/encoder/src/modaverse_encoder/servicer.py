@@ -24,7 +24,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         items = convert.media_inputs(request)
         dtype = convert.output_dtype(request)
         encoded = await self.encoder.encode(items)
-        return convert.encode_response(encoded, dtype, request.omit_imagebind)
+        return convert.encode_response(encoded, dtype, request.omit_imagebind, self.encoder.info().encoder_id)
 
     async def Info(
         self, request: encoder_pb2.InfoRequest, context: aio.ServicerContext[Any, Any]

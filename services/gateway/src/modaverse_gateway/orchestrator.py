@@ -1,5 +1,8 @@
 """One chat, end to end: validate → encode → stream the LLM → parse → generate concurrently.
 
+Encoding sends only the media whose rows the gateway does not hold yet (encoder_cache.py): a
+conversation's earlier media are encoded once, not again on every turn.
+
 Events go to the client as they happen: LLM text deltas, the meta-response, then the events of
 every invocation interleaved (started, progress, media chunks, done or error), then Done. One
 failed invocation is reported as an InvocationError and does not fail the others. The chat's
@@ -29,6 +32,7 @@ from modaverse_runtime.errors import DeadlineExceeded, ModaverseError, ResourceE
 from . import convert, metrics
 from .backends import Backends, downstream_error
 from .deltas import DeltaBuffer
+from .encoder_cache import CachingEncoder
 from .metaresponse import Invocation, parse_meta_response
 from .routes import Route, RoutingTable
 from .settings import GatewaySettings
@@ -57,6 +61,9 @@ class ChatOrchestrator:
         self.settings = settings
         self.backends = backends
         self.routes = routes
+        self.encoder = CachingEncoder(
+            lambda request, timeout: backends.encode(request, timeout), int(settings.encoder_cache_mb * 2**20)
+        )
         self._slots = asyncio.Semaphore(settings.max_concurrent_chats)
 
     @contextlib.asynccontextmanager
@@ -100,7 +107,7 @@ class ChatOrchestrator:
     async def _chat(self, request: gateway_pb2.ChatRequest, deadline: Deadline) -> AsyncIterator[gateway_pb2.ChatEvent]:
         started = time.perf_counter()
         encode = convert.encode_request(request)
-        encoded = await self.backends.encode(encode, deadline.remaining()) if encode.media else None
+        encoded = await self.encoder.encode(encode, deadline.remaining()) if encode.media else None
         llm_request = convert.llm_request(request, encoded or encoder_pb2.EncodeResponse())
         raw, usage = "", gateway_pb2.Usage()
         deltas = None if request.options.omit_text_deltas else DeltaBuffer(self.settings.text_delta_interval_ms / 1000)

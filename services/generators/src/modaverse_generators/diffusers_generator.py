@@ -1,22 +1,26 @@
 """A generator over one diffusers pipeline: loading, the wait queue, batching, progress, cancellation.
 
-Requests wait in a bounded :class:`BatchQueue`; one worker task takes batches of
-compatible requests and runs each as one pipeline call on a dedicated model thread
-(so the event loop, health checks and Info stay responsive). Every row has its own
-seeded ``torch.Generator`` (on the CPU, so a seed gives the same noise on any device),
-which makes a row's output independent of what it was batched with. The pipeline's
-step callback streams Progress to every request in the batch and aborts the call at
-the next step once all of its requests are gone (client cancel, deadline, shutdown).
+Requests wait in the runtime's :class:`~modaverse_runtime.batching.MicroBatcher` (bounded,
+keyed by what must be equal within one pipeline call); its worker runs each batch as one
+pipeline call on a dedicated model thread (so the event loop, health checks and Info stay
+responsive). Every row has its own seeded ``torch.Generator`` (on the CPU, so a seed gives the
+same noise on any device), which makes a row's output independent of what it was batched
+with. The pipeline's step callback streams Progress to every request in the batch and aborts
+the call at the next step once all of its requests are gone (client cancel, deadline, shutdown).
+Where the pipeline and its scheduler allow it (:mod:`.row_drop`), a request that leaves a batch
+that goes on has its row dropped at the next step, and the other rows compute what they would have.
+An out-of-memory call fails its requests with ResourceExhausted and its memory is released (the
+runtime's batcher).
 
-A kind (image, video, audio) is a small subclass: its limits, what it adds to the
-pipeline call, and how one output row is encoded.
+A kind (image, video, audio) is a small subclass: its parameters (a :class:`KindSpec`, which
+drives validation, Info, the batch key and the pipeline call), anything else it adds to the
+call, and how one output row is encoded.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import dataclasses
 import inspect
 import logging
@@ -29,10 +33,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from modaverse_runtime import metrics
+from modaverse_runtime.batching import Batch, MicroBatcher
 from modaverse_runtime.devices import resolve_device, resolve_dtype
-from modaverse_runtime.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from modaverse_runtime.media import MediaLimits
 
+from .artifacts import resolve_model
 from .base import (
     GeneratedMedia,
     GenerationEvent,
@@ -40,40 +46,23 @@ from .base import (
     GenerationRequest,
     Generator,
     GeneratorInfo,
-    Limits,
     Progress,
 )
-from .batch_queue import BatchQueue
 from .imports import diffusers
-from .params import KindSpec, resolve_params
+from .inputs import decode_input_image
+from .params import KindSpec, ParamSpec, resolve_params
+from .row_drop import RowDropper, tensor_inputs
 from .settings import GeneratorSettings
-from .tiny import BUILDERS, ensure_tiny_generator
 
 log = logging.getLogger(__name__)
 
 
+# Settings named otherwise than their parameter (MODAVERSE_DEFAULT_DURATION_S sets duration_seconds).
+_SETTING_NAMES = {"duration_seconds": "duration_s"}
+
+
 class _Interrupted(Exception):
     """Raised from the step callback to stop a pipeline call nobody waits for any more."""
-
-
-@dataclass
-class _Finished:
-    row: Any = None
-    error: BaseException | None = None
-
-
-@dataclass(eq=False)
-class _Job:
-    params: GenerationParams
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Progress | _Finished] = field(default_factory=asyncio.Queue)
-    enqueued: float = field(default_factory=time.perf_counter)
-    started: float = 0.0
-    cancelled: bool = False  # set on the loop, read by the model thread (a plain bool is safe to share)
-
-    def send(self, event: Progress | _Finished) -> None:
-        """From any thread."""
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
 @dataclass
@@ -84,6 +73,7 @@ class GeneratorStats:
     rows: int = 0
     steps: int = 0  # denoising steps actually run, over all batches
     interrupted: int = 0
+    dropped_rows: int = 0  # rows of gone requests dropped from a call that went on
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -91,77 +81,82 @@ class DiffusersGenerator(Generator):
     spec: ClassVar[KindSpec]
     kind: ClassVar[str]
     release_model: ClassVar[str]
-    full_limits: ClassVar[Limits]
-    tiny_limits: ClassVar[Limits]
     default_scheduler: ClassVar[str | None] = None  # the scheduler the release swaps in, if any
-    call_params: ClassVar[frozenset[str]] = frozenset()  # what the pipeline's __call__ must accept
+    # What the pipeline's __call__ must accept beyond the arguments of the kind's parameters.
+    call_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: GeneratorSettings) -> None:
         super().__init__(settings)
         self.model = settings.generator_model or ""
-        self.limits = self._limits()
+        self.deployed = self._deployed_spec()  # the kind's spec with this deployment's defaults and maxima
+        self._input_limits = MediaLimits(max_bytes=settings.max_message_bytes)
         self.stats = GeneratorStats()
         self.pipe: Any = None
         self._device = torch.device("cpu")
         self._dtype = torch.float32
         self._new_style_callback = False
-        self._closing = False
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.kind}-model")
         batching = settings.batching
-        self._queue: BatchQueue[_Job] = BatchQueue(
+        self._batcher: MicroBatcher[GenerationParams, Any] = MicroBatcher(
             self.kind,
-            lambda job: job.params.batch_key(),
-            capacity=settings.max_queue,
+            self._run_batch,
+            executor=self._model_thread,
             max_items=settings.batch_max_items if batching else 1,
             max_wait_ms=settings.batch_max_wait_ms if batching else 0.0,
+            max_queue=settings.max_queue,
+            key=GenerationParams.batch_key,
+            wait_unannounced=True,  # a generation takes seconds: a few ms of waiting for company is cheap
+            oom_hint="retry with a smaller size, fewer frames or a shorter duration",
         )
-        self._worker: asyncio.Task[None] | None = None
 
     def describe(self) -> str:
         return f"{self.kind} ({self.model or 'not loaded'})"
 
-    # --- configuration ------------------------------------------------------------------
-    def _limits(self) -> Limits:
-        base = self.full_limits if self.settings.profile == "full" else self.tiny_limits
-        overrides: dict[str, Any] = {"max_prompt_chars": self.settings.max_prompt_chars}
-        for f in dataclasses.fields(Limits):
-            value = getattr(self.settings, f.name, None)
-            if value is not None and f.name != "max_prompt_chars" and getattr(base, f.name):
-                overrides[f.name] = value  # only parameters this kind uses (non-zero in its table)
-        limits = dataclasses.replace(base, **overrides)
-        for default, maximum in (
-            ("default_steps", "max_steps"),
-            ("default_width", "max_width"),
-            ("default_height", "max_height"),
-            ("default_num_frames", "max_num_frames"),
-            ("default_duration_s", "max_duration_s"),
-        ):
-            if getattr(limits, default) > getattr(limits, maximum):
-                raise FailedPrecondition(f"{default} {getattr(limits, default)} is above {maximum}")
-        return limits
+    @property
+    def queued(self) -> int:
+        """Requests waiting beyond the running batch."""
+        return self._batcher.queued
 
-    def _model_path(self) -> str:
-        if self.settings.generator_model:
-            return self.settings.generator_model
-        if self.settings.profile == "full":
-            return self.release_model
-        if self.kind not in BUILDERS:
-            raise FailedPrecondition(f"no tiny build for {self.kind}; set MODAVERSE_GENERATOR_MODEL")
-        return str(ensure_tiny_generator(self.settings.model_dir, self.kind))
+    @property
+    def param_specs(self) -> dict[str, ParamSpec]:
+        return self.deployed.by_name()
+
+    # --- configuration ------------------------------------------------------------------
+    def _deployed_spec(self) -> KindSpec:
+        """Each parameter for the profile, with the settings' ``default_<name>`` / ``max_<name>`` where set."""
+        deployed = []
+        for param in self.spec.for_profile(self.settings.profile).params:
+            setting = _SETTING_NAMES.get(param.name, param.name)
+            default = getattr(self.settings, f"default_{setting}", None)
+            maximum = getattr(self.settings, f"max_{setting}", None)
+            if default is not None:
+                param = dataclasses.replace(param, default=default)
+            if maximum is not None:
+                param = dataclasses.replace(param, maximum=maximum)
+            if param.default is not None:
+                if param.default > param.maximum:
+                    raise FailedPrecondition(f"default_{setting} {param.default} is above max_{setting}")
+                try:
+                    param.check(param.default)
+                except InvalidArgument as exc:
+                    raise FailedPrecondition(f"default_{setting}: {exc.message}") from None
+            deployed.append(param)
+        return dataclasses.replace(self.spec, params=tuple(deployed))
 
     # --- lifecycle ----------------------------------------------------------------------
     def load_pipeline(self, path: str, dtype: torch.dtype) -> Any:
         return diffusers().DiffusionPipeline.from_pretrained(path, dtype=dtype)
 
     def _load(self) -> None:
-        self.model = self._model_path()
+        self.model = resolve_model(self.settings, self.kind, self.release_model)
         self._device = resolve_device(self.settings.device)
         self._dtype = resolve_dtype(self.settings.dtype, self._device)
         if self._device.type == "cpu" and self._dtype == torch.float16:
             raise FailedPrecondition("float16 generation needs a GPU; use dtype auto or float32 on CPU")
         pipe = self.load_pipeline(self.model, self._dtype)
         accepted = set(inspect.signature(pipe.__call__).parameters)
-        missing = self.call_params - accepted
+        always = {p.argument for p in self.deployed.params if p.passed and p.default is not None}
+        missing = (always | self.call_params) - accepted
         if missing:
             raise FailedPrecondition(
                 f"{type(pipe).__name__} from {self.model} is not a {self.kind} pipeline "
@@ -182,13 +177,7 @@ class DiffusersGenerator(Generator):
         self.pipe = pipe
 
     async def close(self) -> None:
-        self._closing = True  # running calls stop at their next step
-        for job in self._queue.close():
-            job.send(_Finished(error=Unavailable(f"{self.kind} generator is shutting down")))
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await self._batcher.close()  # waiting requests fail; a running call stops at its next step
 
     def _unload(self) -> None:
         self.pipe = None
@@ -204,18 +193,23 @@ class DiffusersGenerator(Generator):
             kind=self.kind,
             model=self.model,
             mime_types=self.spec.mime_types,
-            limits=self.limits,
-            options=tuple(sorted(self.spec.options)),
+            params=self.deployed.params,
+            options=self.deployed.options,
+            max_prompt_chars=s.max_prompt_chars,
+            takes_image=self.spec.input_image,
             queue_capacity=s.max_queue,
-            max_batch_size=self._queue.max_items,
+            max_batch_size=self._batcher.max_items,
             profile=s.profile,
             device=str(self._device),
         )
 
     # --- the kind's part ----------------------------------------------------------------
-    @abc.abstractmethod
-    def call_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        """Pipeline-call arguments beyond prompts, seeds, steps and guidance (sizes, frames, length)."""
+    def call_kwargs(self, batch: Sequence[GenerationParams]) -> dict[str, Any]:
+        """Pipeline-call arguments beyond prompts, seeds and the parameters' own (none by default)."""
+        return {}
+
+    def check(self, params: GenerationParams) -> None:
+        """Checks across parameters, after each was checked on its own (InvalidArgument)."""
 
     @abc.abstractmethod
     def rows(self, output: Any) -> Sequence[Any]:
@@ -228,123 +222,100 @@ class DiffusersGenerator(Generator):
     # --- serving ------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         self.require_ready()
-        params = resolve_params(request, self.spec, self.limits)
-        job = _Job(params, asyncio.get_running_loop())
-        self._queue.put(job)
-        metrics.QUEUE_DEPTH.labels(self.kind).set(len(self._queue))
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._work(), name=f"{self.kind}-worker")
+        params = resolve_params(request, self.deployed, self.settings.max_prompt_chars, self.kind)
+        if request.image is not None:
+            image = await asyncio.to_thread(decode_input_image, request.image, self._input_limits)
+            params = dataclasses.replace(params, image=image)
+        self.check(params)
+        job = self._batcher.enqueue(params)
         try:
-            while True:
-                event = await job.events.get()
+            async for event in job:
                 if isinstance(event, Progress):
                     yield event
-                    continue
-                if event.error is not None:
-                    raise event.error
-                media = await asyncio.to_thread(self.encode, event.row, params)
-                yield dataclasses.replace(
-                    media,
-                    seed=params.seed,
-                    queue_s=job.started - job.enqueued,
-                    elapsed_s=time.perf_counter() - job.started,
-                )
-                return
+            row = await job.result()
+            media = await asyncio.to_thread(self.encode, row, params)
+            yield dataclasses.replace(
+                media,
+                seed=params.seed,
+                queue_s=job.started - job.enqueued,
+                elapsed_s=time.perf_counter() - job.started,
+            )
         finally:
-            # Client gone, deadline passed or done: leave the queue, and let a running call stop early.
-            job.cancelled = True
-            if self._queue.discard(job):
-                metrics.QUEUE_DEPTH.labels(self.kind).set(len(self._queue))
+            job.cancel()  # client gone, deadline passed or done: leave the queue, let a running call stop early
 
-    async def _work(self) -> None:
-        while True:
-            batch = [job for job in await self._queue.next_batch() if not job.cancelled]
-            try:
-                await self._run(batch)
-            except Exception:  # a bug here must not stop the worker: every later request would hang
-                log.exception("%s worker failed on a batch of %d", self.kind, len(batch))
-                for job in batch:
-                    job.events.put_nowait(_Finished(error=RuntimeError("generation failed")))
-
-    async def _run(self, batch: list[_Job]) -> None:
-        metrics.QUEUE_DEPTH.labels(self.kind).set(len(self._queue))
-        if not batch:
-            return
-        started = time.perf_counter()
-        for job in batch:
-            job.started = started
-        metrics.BATCH_SIZE.labels(self.kind).observe(len(batch))
-        try:
-            rows = await asyncio.get_running_loop().run_in_executor(self._model_thread, self._run_batch, batch)
-        except _Interrupted:
-            self.stats.interrupted += 1
-            for job in batch:  # normally nobody listens any more; shutdown tells those who do
-                job.events.put_nowait(_Finished(error=Unavailable("generation was stopped")))
-            return
-        except Exception as exc:
-            error = _domain_error(exc)
-            for job in batch:
-                job.events.put_nowait(_Finished(error=error))
-            return
-        for job, row in zip(batch, rows, strict=True):
-            job.events.put_nowait(_Finished(row=row))
-
-    def _step_callback(self, batch: Sequence[_Job]) -> dict[str, Any]:
+    def _step_callback(self, batch: Batch[GenerationParams], rows: RowDropper | None) -> dict[str, Any]:
+        """The pipeline-call arguments of the step callback: progress, abandoning, and with ``rows`` dropping
+        the rows of gone requests."""
         pipe = self.pipe
         order = max(1, int(getattr(pipe.scheduler, "order", 1)))
 
         def on_step(index: int) -> None:
             self.stats.steps += 1
-            if self._closing or all(job.cancelled for job in batch):
+            if batch.abandoned:
                 raise _Interrupted
-            timesteps = len(pipe.scheduler.timesteps)
+            # What this call runs: the pipeline's own count where it keeps one (an image-to-image call runs
+            # only the last `strength` of the schedule), else the schedule's length.
+            timesteps = getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps)
             total = timesteps if self._new_style_callback else math.ceil(timesteps / order)
-            for job in batch:
-                if not job.cancelled:
-                    job.send(Progress(step=index + 1, total_steps=total))
+            batch.report(Progress(step=index + 1, total_steps=total))
 
         if self._new_style_callback:
 
             def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
                 on_step(index)
+                if rows is None:
+                    return tensors
+                live = len(rows.live)
+                tensors = rows.drop(batch.gone, tensors)
+                self.stats.dropped_rows += live - len(rows.live)
                 return tensors
 
-            return {"callback_on_step_end": on_step_end}
+            if rows is None:
+                return {"callback_on_step_end": on_step_end}
+            names = tensor_inputs(pipe) or ()
+            return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": list(names)}
 
         def legacy(index: int, _timestep: Any, _latents: Any) -> None:
             on_step(index)
 
         return {"callback": legacy, "callback_steps": 1}
 
-    def _run_batch(self, batch: Sequence[_Job]) -> Sequence[Any]:
-        """On the model thread: one pipeline call for the whole batch."""
-        if self._closing or all(job.cancelled for job in batch):
-            raise _Interrupted
-        first = batch[0].params
-        negatives = [job.params.negative_prompt for job in batch]
-        options = {key: int(v) if self.spec.options[key].integer else v for key, v in first.options}
+    def _run_batch(self, batch: Batch[GenerationParams]) -> Sequence[Any]:
+        """On the model thread: one pipeline call for the whole batch (None for rows dropped on the way)."""
+        try:
+            if batch.abandoned:
+                raise _Interrupted
+            return self._call_pipeline(batch)
+        except _Interrupted:
+            self.stats.interrupted += 1
+            raise Unavailable("generation was stopped") from None  # normally nobody listens any more
+
+    def _call_pipeline(self, batch: Batch[GenerationParams]) -> Sequence[Any]:
+        first = batch[0]  # the batched parameters are equal in every row (the batch key)
+        negatives = [params.negative_prompt for params in batch]
+        arguments = {
+            p.argument: first.values[p.name] for p in self.deployed.params if p.passed and p.name in first.values
+        }
+        generators = [torch.Generator("cpu").manual_seed(params.seed) for params in batch]
+        # A lone row has nobody to go on without it: leaving abandons the call.
+        droppable = len(batch) > 1 and self._new_style_callback and tensor_inputs(self.pipe) is not None
+        rows = RowDropper(self.pipe, generators) if droppable else None
         with torch.inference_mode():
             output = self.pipe(
-                prompt=[job.params.prompt for job in batch],
+                prompt=[params.prompt for params in batch],
                 negative_prompt=negatives if any(negatives) else None,
-                generator=[torch.Generator("cpu").manual_seed(job.params.seed) for job in batch],
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance_scale,
+                generator=generators,
                 output_type="np",
-                **self.call_kwargs(first),
-                **options,
-                **self._step_callback(batch),
+                **arguments,
+                **self.call_kwargs(batch),
+                **self._step_callback(batch, rows),
             )
         self.stats.batches += 1
         self.stats.rows += len(batch)
         self.stats.batch_sizes.append(len(batch))
-        rows = self.rows(output)
-        if len(rows) != len(batch):
-            raise RuntimeError(f"{type(self.pipe).__name__} returned {len(rows)} outputs for {len(batch)} prompts")
-        return rows
-
-
-def _domain_error(exc: Exception) -> Exception:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return ResourceExhausted("out of GPU memory; retry with a smaller size, fewer frames or a shorter duration")
-    return exc
+        outputs = self.rows(output)
+        if rows is not None:
+            return rows.results(outputs, len(batch))
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"{type(self.pipe).__name__} returned {len(outputs)} outputs for {len(batch)} prompts")
+        return outputs

