@@ -34,7 +34,7 @@ $(INSTALL_STAMP): $(PACKAGES) requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	# ImageBind's declared deps pull CUDA torch, torchvision, torchaudio: install the code only.
 	$(PY) -m pip install -q --no-deps imagebind-unofficial==0.1.1
-	$(PY) -m pip install -q -e protos -e "runtime[media]" -e sdk -e services/encoder -e services/llm -e services/generators -e services/gateway -e services/web -e training
+	$(PY) -m pip install -q -e protos -e "runtime[media]" -e "sdk[cluster]" -e services/encoder -e services/llm -e services/generators -e services/gateway -e services/web -e training
 	@touch $@
 
 protos: $(PROTO_STAMP)

@@ -208,6 +208,9 @@ def workload(min_replicas: int, *, storage: bool = True) -> dict[str, Schema]:
     return props
 
 
+# A Secret and the key in it that the chart mounts as a file.
+SECRET_FILE = obj({"secretName": STRING, "key": {"type": "string", "minLength": 1}})
+
 SERVICE_REQUIRED = ["enabled", "image", "replicas", "port", "gpu", "resources", "probes", "autoscaling", "pdb"]
 
 GATEWAY_PROPS = workload(1, storage=False)
@@ -222,6 +225,11 @@ GATEWAY_PROPS["service"] = obj(
 )
 # How long the gateway holds an invocation for a generator scaled to zero (rendered only when one may be).
 GATEWAY_PROPS["generatorWakeSeconds"] = integer(0, 3600)
+# Tokens of the gateway's own callers.
+GATEWAY_PROPS["auth"] = SECRET_FILE
+# How the gateway finds the backends' pods: dns (headless Services' DNS names) or kubernetes (their EndpointSlices
+# through the API: a ServiceAccount, Role and RoleBinding are rendered for it).
+GATEWAY_PROPS["discovery"] = enum("dns", "kubernetes")
 
 GENERATOR_DEFAULT_PROPS = workload(0)
 del GENERATOR_DEFAULT_PROPS["enabled"]
@@ -262,8 +270,6 @@ INGRESS = obj(
         "tlsSecretName": STRING,
     }
 )
-# A Secret and the key in it that the chart mounts as a file.
-SECRET_FILE = obj({"secretName": STRING, "key": {"type": "string", "minLength": 1}})
 
 # The web front door (modaverse-web): an HTTP client of the gateway; no GPU, storage or autoscaling. Its probes
 # are HTTP (GET /healthz, /readyz); tls is HTTPS on its own port (client certificates are not offered).
@@ -291,6 +297,10 @@ WEB_PROPS.update(
 ABS_PATH = r"(/[^/\s]+)+"
 PATH: Schema = {"type": "string", "pattern": f"^{ABS_PATH}$"}
 PATH_OR_EMPTY: Schema = {"type": "string", "pattern": f"^({ABS_PATH})?$"}
+
+# The LLM's run-time adapters: the RPCs on or off, and the folder LoadAdapter may read from (empty: any).
+LLM_PROPS = workload(1)
+LLM_PROPS["runtimeAdapters"] = obj({"enabled": BOOL, "root": PATH_OR_EMPTY})
 # A Hugging Face model id (owner/name); empty: do not fetch.
 HF_REPO_OR_EMPTY: Schema = {"type": "string", "pattern": r"^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)?$"}
 SOURCE = obj(
@@ -357,9 +367,20 @@ VALUES: Schema = {
                     "terminationGraceExtraSeconds": integer(1),
                     "logLevel": enum("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                     "logJson": BOOL,
+                    # Not required (nor the rest below): a release upgraded with --reuse-values keeps older values.
+                    "maxConnectionAgeSeconds": integer(0, 86_400),
+                    "maxConnectionAgeGraceSeconds": integer(0, 86_400),
+                    "reflection": BOOL,
                     "env": ENV,
                     "hfToken": obj({"secretName": STRING, "key": {"type": "string", "minLength": 1}}),
                     "tls": TLS,
+                    "backendAuth": obj(
+                        {
+                            "secretName": STRING,
+                            "tokensKey": {"type": "string", "minLength": 1},
+                            "tokenKey": {"type": "string", "minLength": 1},
+                        }
+                    ),
                     "podSecurityContext": {"type": "object"},
                     "securityContext": {"type": "object"},
                 },
@@ -403,7 +424,7 @@ VALUES: Schema = {
                 }
             ),
             "encoder": obj(workload(1), [*SERVICE_REQUIRED, "storage"]),
-            "llm": obj(workload(1), [*SERVICE_REQUIRED, "storage"]),
+            "llm": obj(LLM_PROPS, [*SERVICE_REQUIRED, "storage"]),
             "gateway": obj(GATEWAY_PROPS, [*SERVICE_REQUIRED, "service"]),
             # Not required: a release upgraded with --reuse-values from a chart without `web` has no such key.
             "web": obj(WEB_PROPS, ["enabled", "image", "replicas", "port", "resources", "probes", "service"]),

@@ -34,6 +34,16 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "gateway.tls.mtls=true",
         ),
     ),
+    "tokens+adapters": (
+        EXAMPLES["full-gpu"],
+        (
+            "global.tls.enabled=true",
+            "global.tls.secretName=mv-internal-tls",
+            "global.backendAuth.secretName=mv-backend-auth",
+            "gateway.auth.secretName=mv-callers",
+            "llm.runtimeAdapters.enabled=false",
+        ),
+    ),
     "ingress+lb": (
         (),
         (
@@ -55,6 +65,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "no-networkpolicy-no-sa": (EXAMPLES["tiny-cpu"], ("networkPolicy.enabled=false", "serviceAccount.create=false")),
+    # The gateway follows EndpointSlices through the API: its ServiceAccount, Role and RoleBinding.
+    "kubernetes-discovery": (EXAMPLES["full-gpu"], ("gateway.discovery=kubernetes",)),
     # The web front door (on in example:tiny-cpu): with GPUs, then with every option (its NetworkPolicy, Ingress,
     # Secrets, HTTPS probes).
     "web": ((), ("web.enabled=true",)),

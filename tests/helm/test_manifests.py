@@ -242,7 +242,8 @@ def test_routing_table_equals_generator_map(example: str) -> None:
     assert env["MODAVERSE_ROUTES_FILE"] == "/etc/modaverse/routes/routes.yaml"
     volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
     assert volumes["routes"]["configMap"]["name"] == f"{FULLNAME}-routes"
-    assert "checksum/routes" in gateway["spec"]["template"]["metadata"]["annotations"]
+    # It watches the file (no restart on a new table), so its pod template carries no checksum of it (test_swap.py).
+    assert "checksum/routes" not in gateway["spec"]["template"]["metadata"].get("annotations", {})
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
@@ -284,38 +285,6 @@ def test_disabled_generator_is_neither_deployed_nor_routed() -> None:
     rendered = render((), ("generators.t2v.enabled=false",))
     assert f"{FULLNAME}-gen-t2v" not in rendered.names("Deployment")
     assert "t2v" not in routes_of(rendered)
-
-
-# Swapping a generator is a values change -------------------------------------------------------------------
-
-
-def test_swap_example_changes_only_what_it_should() -> None:
-    before = render_example("full-gpu").keyed()
-    after = render_example("swap-image").keyed()
-    sdxl = f"{FULLNAME}-gen-sdxl"
-    assert set(after) - set(before) == {
-        ("Deployment", sdxl),
-        ("Service", sdxl),
-        ("PersistentVolumeClaim", f"{sdxl}-models"),
-        ("PodDisruptionBudget", sdxl),
-        ("ScaledObject", sdxl),
-    }
-    assert set(before) - set(after) == set()
-    changed = {key for key in before if before[key] != after[key]}
-    assert changed == {("ConfigMap", f"{FULLNAME}-routes"), ("Deployment", f"{FULLNAME}-gateway")}
-    # The gateway changes only by its routes checksum (so it rolls and reloads the table).
-    gw_before, gw_after = before[("Deployment", f"{FULLNAME}-gateway")], after[("Deployment", f"{FULLNAME}-gateway")]
-    gw_after = json.loads(json.dumps(gw_after))
-    gw_after["spec"]["template"]["metadata"]["annotations"]["checksum/routes"] = gw_before["spec"]["template"][
-        "metadata"
-    ]["annotations"]["checksum/routes"]
-    assert gw_after == gw_before
-    routes = routes_of(render_example("swap-image"))
-    assert routes["sdxl"]["default"] is True and routes["sd15"]["default"] is False
-    assert routes["sdxl"]["model"] == "stabilityai/stable-diffusion-xl-base-1.0"
-    env = env_of(main_container(after[("Deployment", sdxl)]))
-    assert env["MODAVERSE_GENERATOR_MODEL"] == "/models/stabilityai/stable-diffusion-xl-base-1.0"
-    assert env["MODAVERSE_DEFAULT_WIDTH"] == "1024"
 
 
 # Storage ---------------------------------------------------------------------------------------------------

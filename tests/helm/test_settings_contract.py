@@ -10,6 +10,7 @@ import pytest
 from modaverse_encoder.settings import EncoderSettings
 from modaverse_gateway.settings import GatewaySettings
 from modaverse_generators.settings import GeneratorSettings
+from modaverse_llm.service import settings_class
 from modaverse_llm.settings import LLMSettings
 from modaverse_runtime.settings import ServerSettings
 from modaverse_web.settings import WebSettings
@@ -35,6 +36,19 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "gateway.tls.secretName=gw",
         ),
     ),
+    # Bearer tokens on both hops (backend Secret over TLS, the gateway's own callers), connection age, no
+    # reflection, LoadAdapter confined to a root.
+    "tokens": (
+        EXAMPLES["full-gpu"],
+        (
+            "global.tls.enabled=true",
+            "global.tls.secretName=internal",
+            "global.backendAuth.secretName=backend-auth",
+            "gateway.auth.secretName=callers",
+        ),
+    ),
+    # The gateway follows EndpointSlices through the API (MODAVERSE_DISCOVERY).
+    "kubernetes-discovery": (EXAMPLES["tiny-cpu"], ("gateway.discovery=kubernetes",)),
     # The web front door with everything it can be given: TLS to the gateway, tokens, HTTPS, an Ingress.
     "web": (
         EXAMPLES["tiny-cpu"],
@@ -57,6 +71,8 @@ def _settings(dep: Manifest, monkeypatch: pytest.MonkeyPatch) -> tuple[ServerSet
     component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
     cls = SETTINGS[component]
     env = {k: v for k, v in env_of(main_container(dep)).items() if k.startswith("MODAVERSE_")}
+    if cls is LLMSettings:  # a backend's own variables are fields of its settings class
+        cls = settings_class(env.get("MODAVERSE_LLM_IMPL", LLMSettings.model_fields["llm_impl"].default))
     known = {f"MODAVERSE_{name.upper()}" for name in cls.model_fields}
     unknown = set(env) - known
     assert not unknown, f"{dep['metadata']['name']}: {cls.__name__} has no field for {sorted(unknown)}"
@@ -93,3 +109,20 @@ def test_release_settings_reach_the_services(monkeypatch: pytest.MonkeyPatch) ->
     gateway, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-gateway"), monkeypatch)
     assert isinstance(gateway, GatewaySettings)
     assert GatewaySettings.split(gateway.encoder_targets) == [f"dns:///{FULLNAME}-encoder.ml.svc.cluster.local:50051"]
+
+
+def test_security_and_scaling_settings_reach_the_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    files, sets = VARIANTS["tokens"]
+    rendered = render(files, sets)
+    for dep in rendered.of_kind("Deployment"):
+        settings, _ = _settings(dep, monkeypatch)
+        assert settings.max_connection_age_s == 30.0 and settings.max_connection_age_grace_s == 0.0
+        assert settings.reflection is False
+    gateway, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-gateway"), monkeypatch)
+    assert isinstance(gateway, GatewaySettings)
+    assert str(gateway.backend_token_file) == "/etc/modaverse/backend-auth/token"
+    assert str(gateway.auth_tokens_file) == "/etc/modaverse/auth/tokens"
+    llm, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-llm"), monkeypatch)
+    assert isinstance(llm, LLMSettings)
+    assert str(llm.auth_tokens_file) == "/etc/modaverse/backend-auth/tokens"
+    assert str(llm.adapter_root) == "/models/adapters" and not llm.allow_runtime_adapters  # off in production

@@ -76,8 +76,11 @@ class ScriptedLLM(llm_pb2_grpc.LLMServiceServicer):
         raise FailedPrecondition("the scripted LLM has no tokenizer")
 
 
-async def start_scripted_llm(port: int = 0) -> tuple[ModaverseServer, ScriptedLLM]:
-    """On ``port`` (0: any free one; a fixed one lets it come back on the address a gateway knows)."""
+async def start_scripted_llm(
+    port: int = 0, host: str = "127.0.0.1", **settings: Any
+) -> tuple[ModaverseServer, ScriptedLLM]:
+    """On ``port`` (0: any free one; a fixed one lets it come back on the address a gateway knows); ``settings``:
+    more of the shared server settings (TLS, tokens, connection age)."""
     servicer = ScriptedLLM()
 
     async def noop() -> None:
@@ -87,5 +90,5 @@ async def start_scripted_llm(port: int = 0) -> tuple[ModaverseServer, ScriptedLL
         llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
 
     spec = ServiceSpec("scripted-llm", ["modaverse.llm.v1.LLMService"], register, noop, noop)
-    server = await start_server(spec, ServerSettings(host="127.0.0.1", port=port), ready_timeout=10)
+    server = await start_server(spec, ServerSettings(host=host, port=port, **settings), ready_timeout=10)
     return server, servicer

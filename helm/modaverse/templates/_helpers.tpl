@@ -29,6 +29,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The gateway's own ServiceAccount, rendered with gateway.discovery kubernetes (it watches EndpointSlices). */}}
+{{- define "modaverse.gatewayServiceAccountName" -}}
+{{- include "modaverse.componentName" (list . "gateway") -}}
+{{- end -}}
+
 {{/* Labels ---------------------------------------------------------------------------------------- */}}
 {{- define "modaverse.commonLabels" -}}
 app.kubernetes.io/name: {{ include "modaverse.name" . }}

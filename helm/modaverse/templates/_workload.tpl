@@ -38,7 +38,8 @@ The context of one service's objects, computed once from modaverse.workload's ar
 it fails on TLS without a Secret, downloads without repos). (list arguments ctx): sets into the dict ctx
 root, b, component, generator, name, sel (selector labels' dict), isGateway, global, port, metricsPort,
 grace, drain, storage, download, downloadOn, repos, mountPath, claim, waitFor, tls, tlsOn, upstreamTls,
-env (merged: chart < arguments < global.env < block env), nodeSelector, tolerations, affinity,
+env (merged: chart < arguments < global.env < block env), secretFiles (list of {volume, secret, key, path}:
+Secret keys mounted at /etc/modaverse/<volume>/<path>), nodeSelector, tolerations, affinity,
 runtimeClassName, resources (GPU limits added), probeHost, svcName, pdb, autoscaling, autoOn,
 minReplicas, maxReplicas.
 */}}
@@ -110,6 +111,37 @@ minReplicas, maxReplicas.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* Connection age (clients re-resolve DNS, so replicas added since get calls) and reflection. Absent keys
+     (a release upgraded with --reuse-values from an older chart) leave the servers' defaults. */ -}}
+{{- if hasKey $global "maxConnectionAgeSeconds" -}}
+{{- $_ := set $env "MODAVERSE_MAX_CONNECTION_AGE_S" (toString $global.maxConnectionAgeSeconds) -}}
+{{- end -}}
+{{- if hasKey $global "maxConnectionAgeGraceSeconds" -}}
+{{- $_ := set $env "MODAVERSE_MAX_CONNECTION_AGE_GRACE_S" (toString $global.maxConnectionAgeGraceSeconds) -}}
+{{- end -}}
+{{- if hasKey $global "reflection" -}}
+{{- $_ := set $env "MODAVERSE_REFLECTION" (toString $global.reflection) -}}
+{{- end -}}
+{{- /* Secrets mounted as files (each its own volume under /etc/modaverse/<volume>/): bearer tokens. */ -}}
+{{- $secretFiles := list -}}
+{{- $backendAuth := default dict $global.backendAuth -}}
+{{- if $backendAuth.secretName -}}
+{{- if $isGateway -}}
+{{- if not (include "modaverse.isTrue" $global.tls.enabled) -}}
+{{- fail "global.backendAuth needs global.tls.enabled: the gateway sends its bearer token to the backends over TLS only" -}}
+{{- end -}}
+{{- $_ := set $env "MODAVERSE_BACKEND_TOKEN_FILE" "/etc/modaverse/backend-auth/token" -}}
+{{- $secretFiles = append $secretFiles (dict "volume" "backend-auth" "secret" $backendAuth.secretName "key" (default "token" $backendAuth.tokenKey) "path" "token") -}}
+{{- else -}}
+{{- $_ := set $env "MODAVERSE_AUTH_TOKENS_FILE" "/etc/modaverse/backend-auth/tokens" -}}
+{{- $secretFiles = append $secretFiles (dict "volume" "backend-auth" "secret" $backendAuth.secretName "key" (default "tokens" $backendAuth.tokensKey) "path" "tokens") -}}
+{{- end -}}
+{{- end -}}
+{{- $auth := default dict $b.auth -}}
+{{- if and $isGateway $auth.secretName -}}
+{{- $_ := set $env "MODAVERSE_AUTH_TOKENS_FILE" "/etc/modaverse/auth/tokens" -}}
+{{- $secretFiles = append $secretFiles (dict "volume" "auth" "secret" $auth.secretName "key" (default "tokens" $auth.key) "path" "tokens") -}}
+{{- end -}}
 {{- range $k, $v := $args.env -}}
 {{- $_ := set $env $k $v -}}
 {{- end -}}
@@ -152,6 +184,7 @@ minReplicas, maxReplicas.
   "isGateway" $isGateway "global" $global "port" $port "metricsPort" $metricsPort "grace" $grace "drain" $drain
   "storage" $storage "download" $download "downloadOn" $downloadOn "repos" $repos "mountPath" $mountPath
   "claim" $claim "waitFor" $waitFor "tls" $tls "tlsOn" $tlsOn "upstreamTls" $upstreamTls "env" $env
+  "secretFiles" $secretFiles
   "nodeSelector" $nodeSelector "tolerations" $tolerations "affinity" $affinity
   "runtimeClassName" $runtimeClassName "resources" $resources "probeHost" $probeHost
   "svcName" $svcName "pdb" (default dict $b.pdb) "autoscaling" $autoscaling "autoOn" $autoOn

@@ -27,17 +27,18 @@ spec:
         {{- with $b.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- $annotations := deepCopy (default dict $b.podAnnotations) }}
-      {{- if $.isGateway }}
-      {{- $_ := set $annotations "checksum/routes" (include "modaverse.routes" $root | sha256sum) }}
-      {{- end }}
-      {{- with $annotations }}
+      {{- /* No checksum of the routes ConfigMap here: the gateway watches its mounted file and applies a new
+      table without a restart, so swapping a generator leaves the gateway's pods alone. */}}
+      {{- with $b.podAnnotations }}
       annotations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
     spec:
-      serviceAccountName: {{ include "modaverse.serviceAccountName" $root }}
-      automountServiceAccountToken: false
+      {{- /* gateway.discovery kubernetes: the gateway reads EndpointSlices with its own account's token; no other
+      pod gets a token. */}}
+      {{- $kubeDiscovery := and $.isGateway (eq (toString $b.discovery) "kubernetes") }}
+      serviceAccountName: {{ ternary (include "modaverse.gatewayServiceAccountName" $root) (include "modaverse.serviceAccountName" $root) $kubeDiscovery }}
+      automountServiceAccountToken: {{ $kubeDiscovery }}
       enableServiceLinks: false
       terminationGracePeriodSeconds: {{ add (int $.drain) (int $.grace) (int $global.terminationGraceExtraSeconds) }}
       {{- with $.runtimeClassName }}
@@ -174,6 +175,9 @@ spec:
             {{- if $.isGateway }}
             - {name: routes, mountPath: /etc/modaverse/routes, readOnly: true}
             {{- end }}
+            {{- range $.secretFiles }}
+            - {name: {{ .volume }}, mountPath: /etc/modaverse/{{ .volume }}, readOnly: true}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir: {sizeLimit: 2Gi}
@@ -199,5 +203,10 @@ spec:
         {{- if $.isGateway }}
         - name: routes
           configMap: {name: {{ include "modaverse.componentName" (list $root "routes") }}}
+        {{- end }}
+        {{- /* A whole-volume mount (no subPath): the kubelet updates the file when the Secret changes. */}}
+        {{- range $.secretFiles }}
+        - name: {{ .volume }}
+          secret: {secretName: {{ .secret }}, defaultMode: 0440, items: [{key: {{ .key }}, path: {{ .path }}}]}
         {{- end }}
 {{- end -}}

@@ -1,8 +1,9 @@
 """Server lifecycle shared by every ModaVerse service.
 
-start:    bind (grpc.aio, large message limits, concurrency cap, our interceptor),
-          health NOT_SERVING, reflection on, metrics on, then load models off the
-          event loop and flip health to SERVING.
+start:    bind (grpc.aio, large message limits, concurrency cap, our interceptor, connections
+          closed after MODAVERSE_MAX_CONNECTION_AGE_S), health NOT_SERVING, reflection (unless
+          MODAVERSE_REFLECTION is off), metrics on, then load models off the event loop and flip
+          health to SERVING.
 SIGTERM:  health NOT_SERVING (probes and load balancers stop sending), the drain delay
           (still accepting), end health Watch streams, stop accepting, let in-flight
           calls finish within the grace period, then unload models.
@@ -25,17 +26,28 @@ from grpc_reflection.v1alpha import reflection
 from . import metrics
 from .interceptors import ServerInterceptor
 from .models import ModelBase
-from .security import RateLimiter, RequestGuard, load_tokens
+from .security import request_guard
 from .settings import ServerSettings
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 
-def request_guard(settings: ServerSettings) -> RequestGuard:
-    tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
-    limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps > 0 else None
-    return RequestGuard(tokens, limiter)
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age_s > 0:
+        # A client resolves a headless Service's DNS name only when a connection breaks: without an age limit
+        # a gateway keeps calling the pods it first found, and pods added by an autoscaler get nothing. After
+        # the age (gRPC adds +-10 % jitter) the server sends GOAWAY: new calls go on a new connection, made
+        # after resolving again; calls in flight finish on the old one within the grace period.
+        options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)))
+        if settings.max_connection_age_grace_s > 0:
+            options.append(("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_s * 1000)))
+    return options
 
 
 @dataclass
@@ -89,21 +101,17 @@ class ModaverseServer:
     async def start(self) -> int:
         """Bind and start serving; models load in the background. Returns the bound port."""
         s = self.settings
-        options = [
-            ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.max_receive_message_length", s.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
         server = aio.server(
             interceptors=[self._interceptor],
-            options=options,
+            options=server_options(s),
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         self.spec.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [*self.spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        if s.reflection:
+            reflection.enable_server_reflection(
+                [*self.spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
         credentials = server_credentials(s)
         address = f"{s.host}:{s.port}"
         if credentials is None:

@@ -46,7 +46,23 @@ class ServerSettings(BaseSettings):
     )
     rate_limit_rps: float = Field(0.0, ge=0, description="calls/s per client (token name or address); 0 = off")
     rate_limit_burst: int = Field(20, ge=1, description="calls a client may make at once before the rate applies")
+    rate_limit_max_clients: int = Field(
+        10_000, ge=1, description="clients the rate limit tracks at once; beyond it the least recently seen is dropped"
+    )
     tls_ca_file: Path | None = Field(None, description="PEM CA to verify the servers this process calls (gateway)")
+    reflection: bool = Field(True, description="serve gRPC server reflection (grpcurl and other tools)")
+    max_connection_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="close each client connection after about this long, so clients resolve DNS again and "
+        "reach replicas added since (headless Services); 0 = never",
+    )
+    max_connection_age_grace_s: float = Field(
+        0.0,
+        ge=0,
+        description="calls still running on a connection closed for its age may take this long before it is cut; "
+        "0 = as long as they need",
+    )
 
     @property
     def max_message_bytes(self) -> int:

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modaverse_protos.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from modaverse_runtime.errors import InvalidArgument, ResourceExhausted
-from modaverse_runtime.server import ModaverseServer, ServiceSpec
+from modaverse_runtime.server import ModaverseServer, ServiceSpec, server_options
 from modaverse_runtime.settings import ServerSettings
 
 SERVICE = "modaverse.encoder.v1.EncoderService"
@@ -142,3 +142,16 @@ async def test_errors_map_to_status_codes(exc: Exception, code: grpc.StatusCode,
         servicer.raise_next = None
         await stub.Encode(encoder_pb2.EncodeRequest())  # still healthy
     await server.stop(grace=0)
+
+
+def test_connection_age_options_follow_the_settings() -> None:
+    def age(age_s: float = 0.0, grace_s: float = 0.0) -> dict[str, int]:
+        settings = ServerSettings(max_connection_age_s=age_s, max_connection_age_grace_s=grace_s)
+        return {k: v for k, v in server_options(settings) if "connection_age" in k}
+
+    assert age() == {}  # off by default: connections live as long as the client keeps them
+    assert age(30) == {"grpc.max_connection_age_ms": 30_000}  # no grace: calls in flight run to their end
+    assert age(0.5, 10) == {
+        "grpc.max_connection_age_ms": 500,
+        "grpc.max_connection_age_grace_ms": 10_000,
+    }

@@ -8,6 +8,7 @@ client's input was bad), UNAVAILABLE after every replica was tried becomes UNAVA
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 
 from grpc import aio
@@ -19,6 +20,7 @@ from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 from modaverse_protos.statuses import HOP_BY_HOP
 from modaverse_runtime.errors import BY_STATUS, ModaverseError, Unavailable
 from modaverse_runtime.logs import REQUEST_ID_HEADER, request_id
+from modaverse_runtime.security import WatchedFile, read_token
 from modaverse_runtime.tls import channel_credentials
 
 from .discovery import ChannelConfig
@@ -35,13 +37,25 @@ def downstream_error(service: str, error: aio.AioRpcError) -> ModaverseError:
     return cls(f"{service}: {error.details() or code.name}")
 
 
-def _metadata() -> tuple[tuple[str, str], ...]:
-    return ((REQUEST_ID_HEADER, request_id.get()),)
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    """A try's timeout: the time left of the call, which a wait for a busy service has used some of."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _metadata(token: WatchedFile[str] | None) -> tuple[tuple[str, str], ...]:
+    request = (REQUEST_ID_HEADER, request_id.get())
+    return (request,) if token is None else (request, ("authorization", f"Bearer {token.get()}"))
 
 
 class Backends:
     def __init__(self, settings: GatewaySettings, routes: RoutingTable) -> None:
         self.settings = settings
+        # The gateway's credentials towards the backends (their MODAVERSE_AUTH_TOKENS_FILE), followed as it rotates.
+        self._token = WatchedFile(settings.backend_token_file, read_token) if settings.backend_token_file else None
         self._channel_config = ChannelConfig(
             max_message_bytes=settings.max_message_bytes,
             credentials=channel_credentials(settings),
@@ -51,6 +65,10 @@ class Backends:
         self.llm = self._replicas("llm", settings.split(settings.llm_targets))
         self.generators: dict[str, ReplicaSet] = {}
         self.add_routes(routes)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call to a backend carries: the request id, and the backend token when one is set."""
+        return _metadata(self._token)
 
     def _replicas(self, name: str, targets: list[str], wake_s: float = 0.0) -> ReplicaSet:
         s = self.settings
@@ -62,6 +80,7 @@ class Backends:
             cooldown_s=s.unhealthy_cooldown_s,
             channel_config=self._channel_config,
             wake_s=wake_s,
+            busy_wait_s=s.busy_wait_s,
         )
 
     def add_routes(self, routes: RoutingTable) -> None:
@@ -73,25 +92,31 @@ class Backends:
             )
 
     async def encode(self, request: encoder_pb2.EncodeRequest, timeout: float | None) -> encoder_pb2.EncodeResponse:
+        deadline = _deadline(timeout)
+
         async def call(replica: Replica) -> encoder_pb2.EncodeResponse:
             stub = encoder_pb2_grpc.EncoderServiceStub(replica.channel)
-            reply: encoder_pb2.EncodeResponse = await stub.Encode(request, timeout=timeout, metadata=_metadata())
+            reply: encoder_pb2.EncodeResponse = await stub.Encode(
+                request, timeout=_left(deadline), metadata=self.metadata()
+            )
             return reply
 
         try:
-            return await self.encoder.call(call)
+            return await self.encoder.call(call, deadline=deadline)
         except aio.AioRpcError as error:
             raise downstream_error("encoder", error) from None
 
     async def llm_generate(
         self, request: llm_pb2.GenerateRequest, timeout: float | None
     ) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        deadline = _deadline(timeout)
+
         def open_stream(replica: Replica) -> AsyncIterable[llm_pb2.GenerateResponse]:
             stub = llm_pb2_grpc.LLMServiceStub(replica.channel)
-            return stub.Generate(request, timeout=timeout, metadata=_metadata())
+            return stub.Generate(request, timeout=_left(deadline), metadata=self.metadata())
 
         try:
-            async for item in self.llm.stream(open_stream):
+            async for item in self.llm.stream(open_stream, deadline=deadline):
                 yield item
         except aio.AioRpcError as error:
             raise downstream_error("llm", error) from None
@@ -102,11 +127,13 @@ class Backends:
         """Raw stream: the orchestrator maps its errors (a chat reports a failed invocation as an event,
         a direct generation ends with the error)."""
 
+        deadline = _deadline(timeout)
+
         def open_stream(replica: Replica) -> AsyncIterable[generator_pb2.GenerateResponse]:
             stub = generator_pb2_grpc.GeneratorServiceStub(replica.channel)
-            return stub.Generate(request, timeout=timeout, metadata=_metadata())
+            return stub.Generate(request, timeout=_left(deadline), metadata=self.metadata())
 
-        return self.generators[route.name].stream(open_stream)
+        return self.generators[route.name].stream(open_stream, deadline=deadline)
 
     async def serving(self, target_set: ReplicaSet) -> bool:
         """True if any replica answers SERVING within a second."""

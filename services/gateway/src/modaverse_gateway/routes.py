@@ -111,11 +111,17 @@ class RoutingTable:
 
 
 def load_routes(path: Path | None, inline: str) -> RoutingTable:
+    """The table from ``path`` (JSON when it ends in ``.json``, else YAML) or, without one, from ``inline``."""
     text = path.read_text() if path is not None else inline
+    return parse_routes(text, json_text=path is not None and path.suffix == ".json")
+
+
+def parse_routes(text: str, *, json_text: bool = False) -> RoutingTable:
+    """A validated table, or FailedPrecondition naming what is wrong; blank text is the empty table."""
     if not text.strip():
         return RoutingTable()
     try:
-        config = yaml.safe_load(text) if path is None or path.suffix != ".json" else json.loads(text)
+        config = json.loads(text) if json_text else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise FailedPrecondition(f"routes: not valid YAML/JSON: {exc}") from exc
     if not isinstance(config, dict):

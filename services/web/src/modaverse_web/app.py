@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modaverse import ChatEvent, Done, MetaResponse
 from modaverse.errors import ModaverseError
 from modaverse_runtime import errors as runtime_errors
-from modaverse_runtime.security import RateLimiter, RequestGuard, load_tokens
+from modaverse_runtime.security import RequestGuard, request_guard
 
 from . import metrics
 from .errors import APIError, from_sdk, too_large
@@ -144,12 +144,6 @@ async def _send_error(error: APIError, send: Send, drain: Receive | None = None)
     await send({"type": "http.response.body", "body": body})
 
 
-def _guard(settings: WebSettings) -> RequestGuard:
-    tokens = load_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else None
-    limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps > 0 else None
-    return RequestGuard(tokens, limiter)
-
-
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     return (header[len("Bearer ") :].strip() or None) if header.startswith("Bearer ") else None
@@ -200,7 +194,7 @@ async def _first(events: AsyncGenerator[ChatEvent, None]) -> ChatEvent:
 def create_app(settings: WebSettings, gateway: Gateway | None = None) -> FastAPI:
     """The application; ``gateway`` may be given (tests), else one is made from ``settings``."""
     store = FileStore(int(settings.files_max_mb * 2**20), settings.files_ttl_s)
-    state = WebState(settings, gateway or Gateway(settings), store, _guard(settings))
+    state = WebState(settings, gateway or Gateway(settings), store, request_guard(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
