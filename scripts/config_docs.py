@@ -11,6 +11,8 @@ from modaverse_encoder.settings import EncoderSettings
 from modaverse_gateway.settings import GatewaySettings
 from modaverse_generators.settings import GeneratorSettings
 from modaverse_llm.settings import LLMSettings
+from modaverse_llm.transformers_backend import TransformersSettings
+from modaverse_llm.vllm_backend import VLLMSettings
 from modaverse_runtime.settings import ServerSettings
 from modaverse_web.settings import WebSettings
 
@@ -18,6 +20,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("encoder (`modaverse-encoder`)", EncoderSettings),
     ("llm (`modaverse-llm`)", LLMSettings),
+    ("llm: `transformers` backend only", TransformersSettings),
+    ("llm: `vllm` backend only", VLLMSettings),
     ("generator (`modaverse-generator`)", GeneratorSettings),
     ("gateway (`modaverse-gateway`)", GatewaySettings),
     ("web (`modaverse-web`)", WebSettings),
@@ -43,7 +47,6 @@ def _table(cls: type[BaseSettings], skip: set[str]) -> list[str]:
 
 
 def render() -> str:
-    common = set(ServerSettings.model_fields)
     out = [
         "# Configuration",
         "",
@@ -56,7 +59,11 @@ def render() -> str:
         *_table(ServerSettings, set()),
     ]
     for title, cls in SERVICES:
-        out += ["", f"## {title}", "", *_table(cls, common)]
+        # Each table lists what its class adds to the one it extends (every server's, or the LLM's shared ones),
+        # and the inherited settings whose default it changes.
+        parent = getattr(cls.__mro__[1], "model_fields", {})
+        inherited = {name for name, field in parent.items() if _default(field) == _default(cls.model_fields[name])}
+        out += ["", f"## {title}", "", *_table(cls, inherited)]
     return "\n".join(out) + "\n"
 
 

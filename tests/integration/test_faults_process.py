@@ -22,13 +22,13 @@ from PIL import Image
 
 from modaverse import Client, GenerationOptions
 from modaverse.chat import ResultBuilder
-from modaverse.local import LocalService, service_executable
 from modaverse.types import ChatEvent, ChatResult, Done, MetaResponse, Progress, TextDelta
 from modaverse_protos.generator.v1 import generator_pb2, generator_pb2_grpc
 from modaverse_runtime.server import ModaverseServer
 
 from . import gateway_fixtures
 from .in_process import BackgroundLoop
+from .processes import ServiceProcess, Stopped, running, service_process
 from .scripted_llm import start_scripted_llm
 
 GRACE_S = 60.0  # MODAVERSE_GRACE_PERIOD_S of every process here: far above any drain on a busy 2-core machine
@@ -43,13 +43,6 @@ class Scripted:
     target: str
 
 
-def kill(service: LocalService) -> None:
-    if service.proc is not None and service.proc.poll() is None:
-        service.proc.kill()
-        service.proc.wait(10)
-    service.stop()  # closes the log, removes the port-file folder
-
-
 @dataclass
 class GeneratorSlot:
     """One text-to-image generator port. A test may kill the process; the next one binds the same port."""
@@ -57,33 +50,26 @@ class GeneratorSlot:
     model_dir: Path
     logs: Path
     port: int = 0
-    service: LocalService | None = None
+    service: ServiceProcess | None = None
     starts: int = 0
 
-    def start(self) -> LocalService:
+    def start(self) -> ServiceProcess:
         if self.service is not None:
-            kill(self.service)  # one process per slot; a dead one still holds its log file open
+            self.service.kill()  # one process per slot; a dead one still holds its log file open
         self.starts += 1
-        env = {
-            "MODAVERSE_MODEL_DIR": str(self.model_dir),
-            "MODAVERSE_GENERATOR_KIND": "text-to-image",
-            "MODAVERSE_GRACE_PERIOD_S": str(GRACE_S),
-            "HF_HUB_OFFLINE": "1",
-        }
-        log = self.logs / f"generator-{self.starts}.log"
-        self.service = LocalService(service_executable("modaverse-generator"), env=env, port=self.port, log_path=log)
+        env = {"MODAVERSE_GENERATOR_KIND": "text-to-image", "MODAVERSE_GRACE_PERIOD_S": str(GRACE_S)}
+        log_name = f"generator-{self.starts}"
+        self.service = service_process(
+            "generator", self.logs, env, model_dir=self.model_dir, port=self.port, log_name=log_name
+        )
         self.service.start(timeout=240)
         self.port = self.service.port
         return self.service
 
-    def running(self) -> LocalService:
-        if self.service is None or self.service.proc is None or self.service.proc.poll() is not None:
+    def running(self) -> ServiceProcess:
+        if self.service is None or not self.service.alive:
             return self.start()
         return self.service
-
-    @property
-    def log(self) -> Path:
-        return self.logs / f"generator-{self.starts}.log"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +93,7 @@ def slot(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield holder
     finally:
         if holder.service is not None:
-            kill(holder.service)
+            holder.service.kill()
 
 
 class HealthWatch:
@@ -148,25 +134,14 @@ class HealthWatch:
         self.channel.close()
 
 
-def wait_for_log(log: Path, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"{text!r} not in {log} after {timeout:.0f}s"
-        time.sleep(0.02)
-
-
-def sigterm_and_drain(
-    service: LocalService, log: Path, worker: threading.Thread
-) -> tuple[float, list[str], int, float]:
-    """SIGTERM with ``worker``'s call in flight; returns (signal time, health checks, exit code, exit time)."""
-    assert service.proc is not None
-    sigterm_at = time.monotonic()
-    service.proc.send_signal(signal.SIGTERM)
-    wait_for_log(log, "shutting down: NOT_SERVING")  # the signal has been handled ...
+def sigterm_and_drain(service: ServiceProcess, worker: threading.Thread) -> tuple[float, list[str], Stopped, float]:
+    """SIGTERM with ``worker``'s call in flight; returns (signal time, health checks, exit, exit time)."""
+    sigterm_at = service.sigterm()
+    service.wait_for_output("shutting down: NOT_SERVING")  # the signal has been handled ...
     checks = poll_health(service.target, worker.is_alive)  # ... from here on no probe may see SERVING
     worker.join(240)
-    exit_code = service.proc.wait(GRACE_S)
-    return sigterm_at, checks, exit_code, time.monotonic()
+    stopped = service.stop(GRACE_S)
+    return sigterm_at, checks, stopped, time.monotonic()
 
 
 def poll_health(target: str, while_: Callable[[], bool]) -> list[str]:
@@ -216,9 +191,9 @@ def test_generator_sigkilled_mid_stream_then_restarted_on_the_same_port(
         events: list[ChatEvent] = []
         for event in client.chat(text, stream=True, generators={"image": GenerationOptions(steps=200)}):
             events.append(event)
-            if isinstance(event, Progress) and first.proc is not None and first.proc.poll() is None:
+            if isinstance(event, Progress) and first.alive:
                 first.proc.kill()  # SIGKILL: no drain, the connection just drops
-        assert first.proc is not None and first.proc.wait(10) == -signal.SIGKILL
+        assert first.proc.wait(10) == -signal.SIGKILL
         killed = result_of(events)
         assert killed.text == "Here it is."  # the chat itself completes ...
         assert killed.media == []
@@ -262,8 +237,6 @@ class StreamRecord:
 
 def test_generator_sigterm_drains_a_running_stream(slot: GeneratorSlot) -> None:
     service = slot.running()
-    proc, log = service.proc, slot.log
-    assert proc is not None
     watch = HealthWatch(service.target)
     record = StreamRecord()
     # 120 steps of the tiny SD pipeline take seconds; SIGTERM lands right after the first one.
@@ -291,7 +264,7 @@ def test_generator_sigterm_drains_a_running_stream(slot: GeneratorSlot) -> None:
         assert watch.first.wait(30)
         worker.start()
         assert record.started.wait(120)
-        sigterm_at, checks, exit_code, exited_at = sigterm_and_drain(service, log, worker)
+        sigterm_at, checks, stopped, exited_at = sigterm_and_drain(service, worker)
     finally:
         watch.close()
         if worker.ident is not None:
@@ -303,9 +276,8 @@ def test_generator_sigterm_drains_a_running_stream(slot: GeneratorSlot) -> None:
     data = b"".join(chunk.data for chunk in record.chunks)
     assert len(data) == record.done.total_bytes == record.chunks[-1].total_bytes
     assert Image.open(io.BytesIO(data)).size == (record.done.width, record.done.height)
-    assert exit_code == 0 and exited_at - sigterm_at < GRACE_S
-    output = log.read_text()
-    assert "generator-text-to-image stopped" in output
+    assert stopped.code == 0 and exited_at - sigterm_at < GRACE_S
+    assert "generator-text-to-image stopped" in stopped.output
     assert checks and set(checks) <= {"NOT_SERVING", "UNAVAILABLE"}, checks
     assert [status for _, status in watch.events] == [SERVING, NOT_SERVING], watch.describe()
     assert sigterm_at < watch.events[1][0] < record.done_at, "health must flip before the drained stream ends"
@@ -321,12 +293,7 @@ def test_gateway_sigterm_drains_a_running_chat(scripted: Scripted, tmp_path: Pat
         "MODAVERSE_RETRY_BACKOFF_MS": "10",
         "MODAVERSE_GRACE_PERIOD_S": str(GRACE_S),
     }
-    log = tmp_path / "gateway.log"
-    gateway = LocalService(service_executable("modaverse-gateway"), env=env, log_path=log)
-    try:
-        gateway.start(timeout=120)
-        proc = gateway.proc
-        assert proc is not None
+    with running("gateway", tmp_path, env) as gateway:
         watch = HealthWatch(gateway.target)
         # "SLOW": the scripted LLM streams one 8-character delta per 0.2 s, about 3 s for this answer.
         answer = " ".join(["word"] * 20)
@@ -349,13 +316,11 @@ def test_gateway_sigterm_drains_a_running_chat(scripted: Scripted, tmp_path: Pat
             assert watch.first.wait(30)
             worker.start()
             assert first.wait(60)
-            sigterm_at, checks, exit_code, exited_at = sigterm_and_drain(gateway, log, worker)
+            sigterm_at, checks, stopped, exited_at = sigterm_and_drain(gateway, worker)
         finally:
             watch.close()
             if worker.ident is not None:
                 worker.join(10)
-    finally:
-        kill(gateway)
 
     assert failure == [], failure
     events = [event for _, event in timed]
@@ -366,8 +331,8 @@ def test_gateway_sigterm_drains_a_running_chat(scripted: Scripted, tmp_path: Pat
     done_at, done = timed[-1]
     assert isinstance(done, Done) and done.failed_invocations == 0
     assert done_at > sigterm_at, "the chat ended before SIGTERM; make it longer"
-    assert exit_code == 0 and exited_at - sigterm_at < GRACE_S
-    assert "gateway stopped" in log.read_text()
+    assert stopped.code == 0 and exited_at - sigterm_at < GRACE_S
+    assert "gateway stopped" in stopped.output
     assert checks and set(checks) <= {"NOT_SERVING", "UNAVAILABLE"}, checks
     assert [status for _, status in watch.events] == [SERVING, NOT_SERVING], watch.describe()
     assert sigterm_at < watch.events[1][0] < done_at, "health must flip before the drained chat ends"

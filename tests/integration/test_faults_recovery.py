@@ -51,7 +51,7 @@ async def gateway(
 ) -> AsyncIterator[tuple[ModaverseServer, AsyncClient]]:
     """A gateway (and a client of it) over the given targets; one default route per generator modality."""
     server = await start_gateway(encoder, llm, generators, **{"retry_attempts": 3, "retry_backoff_ms": 20, **overrides})
-    client = AsyncClient(f"127.0.0.1:{server.port}", timeout=60)
+    client = AsyncClient(f"127.0.0.1:{server.port}", timeout=60, retry=None)  # the gateway's own retries, alone
     try:
         yield server, client
     finally:

@@ -17,6 +17,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
+from .retry import RetryPolicy
 from .types import (
     ChatEvent,
     ChatResult,
@@ -61,6 +62,7 @@ __all__ = [
     "NotFound",
     "Progress",
     "ResourceExhausted",
+    "RetryPolicy",
     "TextDelta",
     "Turn",
     "Unauthenticated",

@@ -1,8 +1,15 @@
-"""The ``modaverse`` command: ``chat``, ``models``, ``up`` (the local stack) and ``encode``."""
+"""The ``modaverse`` command: ``chat``, ``generate``, ``models``, ``up`` (the local stack), ``encode``, and
+``cluster`` (a Helm release on Kubernetes: cluster.py).
+
+The commands that call a gateway take ``--tls``, ``--ca PATH`` and ``--token TOKEN``, or the environment
+variables ``MODAVERSE_TLS``, ``MODAVERSE_CA`` and ``MODAVERSE_TOKEN`` (a token there stays out of the process
+list); a flag wins over its variable."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +18,8 @@ from typing import TextIO
 import numpy as np
 
 from .chat import GenerationOptions, ResultBuilder
-from .client import Client
+from .client import DEFAULT_RETRY, Client
+from .cluster import add_parser as add_cluster_parser
 from .encoder import EncoderClient, media_from_file
 from .errors import ModaverseError
 from .types import (
@@ -57,6 +65,61 @@ class ProgressView:
         )
 
 
+class UsageError(Exception):
+    """Options that cannot work together; reported without a traceback."""
+
+
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise UsageError(f"{name}={value!r}: expected true or false")
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be 0 or more")
+    return value
+
+
+def _add_gateway_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default=None, help="gateway address (host:port)")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--retries",
+        type=_count,
+        default=DEFAULT_RETRY.max_attempts - 1,
+        metavar="N",
+        help="tries again a call refused before its first event (RESOURCE_EXHAUSTED, UNAVAILABLE) up to N times "
+        "(default %(default)s; 0: never)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", default=None, help="TLS, verified with the system's CAs (env MODAVERSE_TLS)"
+    )
+    parser.add_argument(
+        "--ca", metavar="PATH", help="PEM CA that verifies the gateway; implies --tls (env MODAVERSE_CA)"
+    )
+    parser.add_argument(
+        "--token", help="bearer token, sent over TLS only (env MODAVERSE_TOKEN keeps it out of the process list)"
+    )
+
+
+def _gateway(args: argparse.Namespace) -> Client:
+    """The client ``--tls``/``--ca``/``--token`` (else their environment variables) ask for."""
+    tls = _flag("MODAVERSE_TLS") if args.tls is None else args.tls
+    ca = args.ca or os.environ.get("MODAVERSE_CA") or None
+    token = args.token or os.environ.get("MODAVERSE_TOKEN") or None
+    if ca is not None and not Path(ca).is_file():
+        raise UsageError(f"--ca {ca}: no such file")
+    if token and not (tls or ca):
+        raise UsageError("a bearer token is sent over TLS only: add --tls or --ca PATH (or MODAVERSE_TLS=1)")
+    retry = dataclasses.replace(DEFAULT_RETRY, max_attempts=args.retries + 1)
+    return Client(args.target, timeout=args.timeout, tls=ca or tls, token=token, retry=retry)
+
+
 def _chat(args: argparse.Namespace) -> int:
     generators = {
         modality: GenerationOptions(seed=args.seed, steps=args.steps)
@@ -66,7 +129,7 @@ def _chat(args: argparse.Namespace) -> int:
     out = sys.stdout
     view = ProgressView(sys.stderr)
     builder = ResultBuilder()
-    with Client(args.target, timeout=args.timeout) as client:
+    with _gateway(args) as client:
         events = client.chat(
             args.text,
             images=args.image,
@@ -106,6 +169,16 @@ def _chat(args: argparse.Namespace) -> int:
     return 1 if result.errors and not result.media and not result.text else 0
 
 
+def _param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not (sep and name.strip()):
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, not {text!r}") from None
+
+
 def _generate(args: argparse.Namespace) -> int:
     options = GenerationOptions(
         model=args.model,
@@ -118,11 +191,12 @@ def _generate(args: argparse.Namespace) -> int:
         fps=args.fps,
         duration_seconds=args.duration,
         negative_prompt=args.negative_prompt,
+        params=dict(args.param),
     )
     view = ProgressView(sys.stderr)
     builder = ResultBuilder()
-    with Client(args.target, timeout=args.timeout) as client:
-        for event in client.generate(args.modality, args.prompt, options=options, stream=True):
+    with _gateway(args) as client:
+        for event in client.generate(args.modality, args.prompt, options=options, image=args.image, stream=True):
             builder.add(event)
             if isinstance(event, InvocationStarted):
                 inv = event.invocation
@@ -137,7 +211,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout=args.timeout) as client:
+    with _gateway(args) as client:
         for route in client.list_models():
             flags = ("default " if route.is_default else "") + ("healthy" if route.healthy else "UNHEALTHY")
             print(f"{route.modality:6s} {route.model:20s} {flags:16s} {', '.join(route.endpoints)}")
@@ -247,19 +321,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     gen.add_argument("--fps", type=int, help="video")
     gen.add_argument("--duration", type=float, help="audio seconds")
     gen.add_argument("--negative-prompt", default="")
-    gen.add_argument("--target", default=None, help="gateway address")
-    gen.add_argument("--timeout", type=float, default=600.0)
+    gen.add_argument("--image", default=None, help="input image file, for an image-to-image route (--model)")
+    gen.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other parameter of the generator, e.g. strength=0.6 (repeatable)",
+    )
     gen.set_defaults(handler=_generate)
 
-    for p in (chat, models, enc):
-        p.add_argument("--target", default=None, help="gateway (or encoder) address")
-        p.add_argument("--timeout", type=float, default=600.0)
+    add_cluster_parser(sub)  # `modaverse cluster status|scale|routes` (needs modaverse[cluster])
+
+    for p in (chat, models, gen):
+        _add_gateway_options(p)
+    enc.add_argument("--target", default=None, help="encoder address (host:port)")
+    enc.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     if getattr(args, "target", "x") is None:
         args.target = getattr(args, "default_target", "localhost:50050")
     try:
         sys.exit(args.handler(args))
-    except ModaverseError as exc:
+    except (ModaverseError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

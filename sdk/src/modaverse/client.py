@@ -11,11 +11,15 @@
 Failed calls raise :class:`modaverse.ModaverseError` subclasses (``InvalidArgument``,
 ``ResourceExhausted``, ``Unavailable``, ``DeadlineExceeded``, ``Unauthenticated`` …). A generator
 that fails does not fail the chat: it shows up in ``result.errors``; a failed ``generate`` raises.
+A call refused before its first event (RESOURCE_EXHAUSTED, UNAVAILABLE) is tried again under the
+client's ``retry`` policy (retry.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,10 @@ from .chat import (
 )
 from .encoder import MODALITY_NAMES
 from .errors import from_rpc_error
+from .retry import NO_RETRY, Attempts, RetryPolicy
 from .types import ChatEvent, ChatResult
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,11 @@ def _credentials(tls: bool | str | Path, token: str | None) -> grpc.ChannelCrede
 _Request = TypeVar("_Request", gateway_pb2.ChatRequest, gateway_pb2.GenerateRequest)
 
 
+def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(error, "code", None)
+    return code() if callable(code) else None
+
+
 def _result(events: Iterable[ChatEvent]) -> ChatResult:
     builder = ResultBuilder()
     for event in events:
@@ -87,7 +99,8 @@ def _routes(reply: gateway_pb2.ListModelsResponse) -> list[ModelRoute]:
 
 
 class Client:
-    """Blocking client. ``tls``: False, True (system CAs) or a CA certificate path."""
+    """Blocking client. ``tls``: False, True (system CAs) or a CA certificate path. ``retry``: how a call
+    refused before its first event is tried again (None: never)."""
 
     def __init__(
         self,
@@ -97,12 +110,14 @@ class Client:
         token: str | None = None,
         timeout: float | None = 600.0,
         max_message_mb: int = 64,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> None:
         creds = _credentials(tls, token)
         opts = _options(max_message_mb)
         self._channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self.timeout = timeout
+        self.retry = retry or NO_RETRY
 
     def close(self) -> None:
         self._channel.close()
@@ -197,6 +212,7 @@ class Client:
         prompt: str,
         *,
         options: GenerationOptions | None = ...,
+        image: MediaInput | None = ...,
         stream: Literal[False] = False,
         timeout: float | None = ...,
     ) -> ChatResult: ...
@@ -207,6 +223,7 @@ class Client:
         prompt: str,
         *,
         options: GenerationOptions | None = ...,
+        image: MediaInput | None = ...,
         stream: Literal[True],
         timeout: float | None = ...,
     ) -> Iterator[ChatEvent]: ...
@@ -217,15 +234,17 @@ class Client:
         prompt: str,
         *,
         options: GenerationOptions | None = None,
+        image: MediaInput | None = None,
         stream: bool = False,
         timeout: float | None = None,
     ) -> ChatResult | Iterator[ChatEvent]:
         """One generation, no LLM: ``modality`` is "image", "video" or "audio" (ValueError otherwise);
-        ``options.model`` picks the generator (empty: the modality's default). The result's ``media``
+        ``options.model`` picks the generator (empty: the modality's default); ``image`` (a path, bytes or a
+        Media message) is the input of a generator that transforms one (image-to-image). The result's ``media``
         holds the one file (``text`` is empty, ``meta_response`` None); ``stream=True`` yields its
         events (InvocationStarted, Progress, MediaChunk, InvocationDone, Done). A failed generation
         raises (``InvalidArgument``, ``NotFound``, ``Unavailable``, ``ResourceExhausted`` …)."""
-        request = build_generate_request(modality, prompt, options)
+        request = build_generate_request(modality, prompt, options, image)
         events = self._events(self._stub.Generate, request, timeout or self.timeout)
         return events if stream else _result(events)
 
@@ -235,22 +254,35 @@ class Client:
         request: _Request,
         timeout: float | None,
     ) -> Iterator[ChatEvent]:
-        call = method(request, timeout=timeout)
-        try:
-            for raw in call:
-                event = to_event(raw)
-                if event is not None:
-                    yield event
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        finally:
-            call.cancel()  # no-op when finished; stops the server's work if the caller stopped reading
+        attempts = Attempts(self.retry, timeout)
+        while True:
+            call = method(request, timeout=attempts.timeout())
+            started = False
+            try:
+                for raw in call:
+                    started = True  # from here on the error is the caller's: output cannot be taken back
+                    event = to_event(raw)
+                    if event is not None:
+                        yield event
+                return
+            except grpc.RpcError as error:
+                pause = attempts.pause(_code(error), started)
+                if pause is None:
+                    raise from_rpc_error(error) from None
+            finally:
+                call.cancel()  # no-op when finished; stops the server's work if the caller stopped reading
+            time.sleep(pause)
 
     def list_models(self) -> list[ModelRoute]:
-        try:
-            return _routes(self._stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=self.timeout))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        attempts = Attempts(self.retry, self.timeout)
+        while True:
+            try:
+                return _routes(self._stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=attempts.timeout()))
+            except grpc.RpcError as error:
+                pause = attempts.pause(_code(error), started=False)
+                if pause is None:
+                    raise from_rpc_error(error) from None
+            time.sleep(pause)
 
 
 class AsyncClient:
@@ -264,12 +296,14 @@ class AsyncClient:
         token: str | None = None,
         timeout: float | None = 600.0,
         max_message_mb: int = 64,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> None:
         creds = _credentials(tls, token)
         opts = _options(max_message_mb)
         self._channel = aio.secure_channel(target, creds, opts) if creds else aio.insecure_channel(target, opts)
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self.timeout = timeout
+        self.retry = retry or NO_RETRY
 
     async def close(self) -> None:
         await self._channel.close()
@@ -357,19 +391,31 @@ class AsyncClient:
                 yield event
 
     async def generate(
-        self, modality: str, prompt: str, *, options: GenerationOptions | None = None, timeout: float | None = None
+        self,
+        modality: str,
+        prompt: str,
+        *,
+        options: GenerationOptions | None = None,
+        image: MediaInput | None = None,
+        timeout: float | None = None,
     ) -> ChatResult:
         """The result of one generation with no LLM (see :meth:`Client.generate`)."""
         builder = ResultBuilder()
-        async for event in self.generate_stream(modality, prompt, options=options, timeout=timeout):
+        async for event in self.generate_stream(modality, prompt, options=options, image=image, timeout=timeout):
             builder.add(event)
         return builder.result
 
     async def generate_stream(
-        self, modality: str, prompt: str, *, options: GenerationOptions | None = None, timeout: float | None = None
+        self,
+        modality: str,
+        prompt: str,
+        *,
+        options: GenerationOptions | None = None,
+        image: MediaInput | None = None,
+        timeout: float | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
         """The events of one generation as they come (see :meth:`Client.generate`)."""
-        request = build_generate_request(modality, prompt, options)
+        request = build_generate_request(modality, prompt, options, image)
         async with contextlib.aclosing(self._events(self._stub.Generate, request, timeout)) as events:
             async for event in events:
                 yield event
@@ -380,20 +426,34 @@ class AsyncClient:
         request: _Request,
         timeout: float | None,
     ) -> AsyncGenerator[ChatEvent, None]:
-        call = method(request, timeout=timeout or self.timeout)
-        try:
-            async for raw in call:
-                event = to_event(raw)
-                if event is not None:
-                    yield event
-        except aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
-        finally:
-            call.cancel()  # stops the server's work if the caller stopped reading
+        attempts = Attempts(self.retry, timeout or self.timeout)
+        while True:
+            call = method(request, timeout=attempts.timeout())
+            started = False
+            try:
+                async for raw in call:
+                    started = True  # from here on the error is the caller's: output cannot be taken back
+                    event = to_event(raw)
+                    if event is not None:
+                        yield event
+                return
+            except aio.AioRpcError as error:
+                pause = attempts.pause(error.code(), started)
+                if pause is None:
+                    raise from_rpc_error(error) from None
+            finally:
+                call.cancel()  # stops the server's work if the caller stopped reading
+            await asyncio.sleep(pause)
 
     async def list_models(self) -> list[ModelRoute]:
-        try:
-            reply = await self._stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=self.timeout)
-        except aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
-        return _routes(reply)
+        attempts = Attempts(self.retry, self.timeout)
+        while True:
+            try:
+                reply = await self._stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=attempts.timeout())
+            except aio.AioRpcError as error:
+                pause = attempts.pause(error.code(), started=False)
+                if pause is None:
+                    raise from_rpc_error(error) from None
+            else:
+                return _routes(reply)
+            await asyncio.sleep(pause)

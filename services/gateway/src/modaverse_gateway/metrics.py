@@ -13,3 +13,14 @@ INVOCATIONS = Counter(
     ["route", "outcome"],
 )
 CHATS_IN_FLIGHT = Gauge("modaverse_gateway_chats_in_flight", "Chats being answered")
+ENCODER_CACHE = Counter(
+    "modaverse_gateway_encoder_cache_total",
+    "Distinct media items of chats by whether their encoder rows came from the cache (hit) or were encoded (miss)",
+    ["result"],
+)
+ENCODER_CACHE_BYTES = Gauge("modaverse_gateway_encoder_cache_bytes", "Bytes of encoder rows the cache holds")
+BUSY_WAITS = Counter(
+    "modaverse_gateway_busy_waits_total",
+    "Pauses of calls waiting for capacity after every replica of a service answered RESOURCE_EXHAUSTED, by service",
+    ["service"],
+)

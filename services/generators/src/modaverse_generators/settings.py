@@ -26,7 +26,11 @@ class GeneratorSettings(ServerSettings):
     batch_max_items: int = Field(4, ge=1, le=64, description="most requests in one pipeline call")
     batch_max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a batch waits for company")
     max_queue: int = Field(
-        16, ge=1, le=10_000, description="requests waiting beyond those running; more: RESOURCE_EXHAUSTED"
+        64,
+        ge=1,
+        le=10_000,
+        description="requests waiting beyond those running; more: RESOURCE_EXHAUSTED (with batch_max_items, room "
+        "for every chat one gateway admits: docs/reliability.md)",
     )
 
     max_prompt_chars: int = Field(2000, ge=1)

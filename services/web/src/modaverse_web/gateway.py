@@ -53,6 +53,9 @@ class Gateway:
             token=token,
             timeout=self.settings.request_timeout_s,
             max_message_mb=self.settings.max_message_mb,
+            # No SDK retries: a 429 or 503 goes back at once, and HTTP clients (the openai package among
+            # them) retry those themselves; two layers of retries would multiply the wait.
+            retry=None,
         )
         self._clients[token] = client
         if len(self._clients) > MAX_CLIENTS:

@@ -27,6 +27,12 @@ class WebSettings(ServerSettings):
         True, description="send each caller's bearer token on to the gateway (needs TLS to the gateway)"
     )
     request_timeout_s: float = Field(600.0, gt=0, description="deadline of one gateway call made for a request")
+    max_concurrent_rpcs: int = Field(
+        64,
+        ge=1,
+        description="API calls in flight (429 beyond); at most the gateway's MODAVERSE_MAX_CONCURRENT_CHATS, so "
+        "excess calls are refused here at once rather than after their bodies are read (docs/reliability.md)",
+    )
 
     max_body_mb: float = Field(48.0, gt=0, description="largest HTTP request body (413 beyond)")
     max_media_mb: float = Field(32.0, gt=0, description="largest decoded media item in a request (413 beyond)")
