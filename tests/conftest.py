@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # services installed here: the vLLM virtualenv (`make test-vllm`) has the encoder and the LLM, not the generators.
 _FIXTURES = {"encoder": "modaverse_encoder", "llm": "modaverse_llm", "generator": "modaverse_generators"}
 pytest_plugins = [f"tests.integration.{name}_fixtures" for name, package in _FIXTURES.items() if find_spec(package)]
+pytest_plugins.append("tests.integration.scripted_llm")  # the scripted LLM on a background loop (contracts only)
 
 
 @pytest.fixture(scope="session")

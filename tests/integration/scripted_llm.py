@@ -10,9 +10,11 @@ records every request. ``SLOW`` in the text makes it stream one delta per 0.2 s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from grpc import aio
 
 from modaverse_protos.common.v1 import common_pb2
@@ -22,7 +24,7 @@ from modaverse_runtime.server import ModaverseServer, ServiceSpec
 from modaverse_runtime.settings import ServerSettings
 from modaverse_runtime.tensors import to_numpy
 
-from .in_process import start_server
+from .in_process import BackgroundLoop, start_server
 
 
 class ScriptedLLM(llm_pb2_grpc.LLMServiceServicer):
@@ -92,3 +94,25 @@ async def start_scripted_llm(
     spec = ServiceSpec("scripted-llm", ["modaverse.llm.v1.LLMService"], register, noop, noop)
     server = await start_server(spec, ServerSettings(host=host, port=port, **settings), ready_timeout=10)
     return server, servicer
+
+
+@dataclass
+class ScriptedServer:
+    """The scripted LLM served on a background loop, for tests whose gateway and generators are processes."""
+
+    server: ModaverseServer  # held here: a grpc.aio server that is garbage-collected stops serving
+    target: str
+
+
+@pytest.fixture(scope="module")
+def background() -> Iterator[BackgroundLoop]:
+    loop = BackgroundLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def scripted(background: BackgroundLoop) -> Iterator[ScriptedServer]:
+    server, _ = background.run(start_scripted_llm())
+    yield ScriptedServer(server, f"127.0.0.1:{server.port}")
+    background.run(server.stop(grace=0))

@@ -25,23 +25,20 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modaverse import AsyncClient, GenerationOptions, ModaverseError
 from modaverse.chat import ResultBuilder
 from modaverse.errors import Unavailable
 from modaverse.types import ChatEvent, ChatResult, Done, InvocationDone, MetaResponse, Progress, TextDelta
-from modaverse_runtime.server import ModaverseServer
 
 from .gateway_fixtures import tiny_routes
-from .in_process import BackgroundLoop
 from .processes import ServiceProcess, service_process, started
-from .scripted_llm import start_scripted_llm
+from .scripted_llm import ScriptedServer
 
 STREAMS = 32  # chats at once, and the gateway's admission limit: one leaked slot sheds the 32nd chat
 DEADLINE_S = 120.0  # every chat's deadline (a hang guard: each chat here needs seconds)
@@ -130,21 +127,6 @@ def gateway_env(llm: str, routes: dict[str, str] | None = None) -> dict[str, str
 def report(title: str, rows: Sequence[tuple[str, object]]) -> None:
     """The figures docs/reliability.md quotes (pytest -s shows them)."""
     print(f"\n{title}: " + "; ".join(f"{k} {v}" for k, v in rows))
-
-
-@pytest.fixture(scope="module")
-def background() -> Iterator[BackgroundLoop]:
-    loop = BackgroundLoop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
-def scripted(background: BackgroundLoop) -> Iterator[str]:
-    server: ModaverseServer
-    server, _ = background.run(start_scripted_llm())
-    yield f"127.0.0.1:{server.port}"
-    background.run(server.stop(grace=0))
 
 
 # --- (a) the LLM SIGKILLed under 32 streams ---------------------------------------------------------------
@@ -269,7 +251,7 @@ def test_llm_sigkilled_under_32_streams_fails_them_fast_and_frees_every_slot(
 
 
 def test_generator_sigkilled_mid_batch_fails_only_that_invocation_of_each_chat(
-    model_dir: Path, scripted: str, tmp_path: Path
+    model_dir: Path, scripted: ScriptedServer, tmp_path: Path
 ) -> None:
     image = service_process(
         "generator",
@@ -288,7 +270,7 @@ def test_generator_sigkilled_mid_batch_fails_only_that_invocation_of_each_chat(
     )
     with started(image, audio, timeout=240):
         routes = {"image": image.target, "audio": audio.target}
-        gateway = service_process("gateway", tmp_path, gateway_env(scripted, routes), metrics=True)
+        gateway = service_process("gateway", tmp_path, gateway_env(scripted.target, routes), metrics=True)
         with started(gateway):
             # A full batch running (4 rows, 200 steps: seconds of denoising) and a second one queued behind it.
             chats = [
@@ -349,9 +331,9 @@ def test_generator_sigkilled_mid_batch_fails_only_that_invocation_of_each_chat(
 
 
 def test_gateway_sigterm_under_32_streams_finishes_them_refuses_new_ones_and_exits_0(
-    scripted: str, tmp_path: Path
+    scripted: ScriptedServer, tmp_path: Path
 ) -> None:
-    gateway = service_process("gateway", tmp_path, gateway_env(scripted))
+    gateway = service_process("gateway", tmp_path, gateway_env(scripted.target))
     # "SLOW": the scripted LLM streams 8 characters per 0.2 s, about 4 s for this answer.
     answer = " ".join(["word"] * 30)
     chats = [Chat(f"SLOW Modality: [TEXT] Prompt: {answer}") for _ in range(STREAMS)]

@@ -29,18 +29,12 @@ from modaverse_runtime.server import ModaverseServer
 from . import gateway_fixtures
 from .in_process import BackgroundLoop
 from .processes import ServiceProcess, Stopped, running, service_process
-from .scripted_llm import start_scripted_llm
+from .scripted_llm import ScriptedServer
 
 GRACE_S = 60.0  # MODAVERSE_GRACE_PERIOD_S of every process here: far above any drain on a busy 2-core machine
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 FAST = {"image": GenerationOptions(steps=2)}
-
-
-@dataclass
-class Scripted:
-    server: ModaverseServer  # held here: a grpc.aio server that is garbage-collected stops serving
-    target: str
 
 
 @dataclass
@@ -70,20 +64,6 @@ class GeneratorSlot:
         if self.service is None or not self.service.alive:
             return self.start()
         return self.service
-
-
-@pytest.fixture(scope="module")
-def background() -> Iterator[BackgroundLoop]:
-    loop = BackgroundLoop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
-def scripted(background: BackgroundLoop) -> Iterator[Scripted]:
-    server, _ = background.run(start_scripted_llm())
-    yield Scripted(server, f"127.0.0.1:{server.port}")
-    background.run(server.stop(grace=0))
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +159,7 @@ async def start_gateway(llm: str, image: str) -> ModaverseServer:
 
 
 def test_generator_sigkilled_mid_stream_then_restarted_on_the_same_port(
-    background: BackgroundLoop, scripted: Scripted, slot: GeneratorSlot
+    background: BackgroundLoop, scripted: ScriptedServer, slot: GeneratorSlot
 ) -> None:
     first = slot.running()
     port = first.port
@@ -283,7 +263,7 @@ def test_generator_sigterm_drains_a_running_stream(slot: GeneratorSlot) -> None:
     assert sigterm_at < watch.events[1][0] < record.done_at, "health must flip before the drained stream ends"
 
 
-def test_gateway_sigterm_drains_a_running_chat(scripted: Scripted, tmp_path: Path) -> None:
+def test_gateway_sigterm_drains_a_running_chat(scripted: ScriptedServer, tmp_path: Path) -> None:
     env = {
         # Readiness needs neither the encoder nor any generator (routes load, model names are best effort),
         # and a text-only chat never calls them: only the LLM is real.
