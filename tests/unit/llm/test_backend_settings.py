@@ -17,7 +17,7 @@ from modaverse_llm.vllm_backend import VLLMBackend, VLLMSettings
 from modaverse_runtime.errors import FailedPrecondition
 from modaverse_runtime.settings import ServerSettings
 
-TRANSFORMERS_ONLY = {"torch_threads", "llm_scheduler", "max_kv_tokens"}
+TRANSFORMERS_ONLY = {"torch_threads", "llm_scheduler", "llm_join_wait_ms", "max_kv_tokens"}
 VLLM_ONLY = {"vllm_gpu_memory_utilization", "vllm_max_lora_rank", "vllm_max_loras", "vllm_cpu_serialize"}
 # Every variable the LLM service reads (before the split all were fields of one LLMSettings; later
 # ones are in their backend's set above).

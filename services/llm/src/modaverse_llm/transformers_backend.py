@@ -42,6 +42,13 @@ class TransformersSettings(LLMSettings):
         description="continuous: requests join the running batch at the next step; static: a batch forms "
         "only when the previous one has ended (the old behaviour)",
     )
+    llm_join_wait_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="continuous scheduler: the longest a request waits to join a running batch while too few "
+        "others wait to join with it (a join is a model call of its own)",
+    )
     max_kv_tokens: int = Field(
         0,
         ge=0,
@@ -108,6 +115,7 @@ class TransformersBackend(LLMBackend):
             engine,
             policy=Policy(self.settings.llm_scheduler),
             max_queue=self.settings.max_queue,
+            join_wait_ms=self.settings.llm_join_wait_ms,
             admissible=lambda name: name == PEFT_BASE or (name in self._adapters and name not in self._leaving),
         )
 
