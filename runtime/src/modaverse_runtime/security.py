@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
 import time
 import urllib.parse
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Generic, TypeAlias, TypeVar
 
 from .errors import FailedPrecondition, ModaverseError, ResourceExhausted, Unauthenticated
+from .files import file_stamp
 from .settings import ServerSettings
 
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -66,8 +66,8 @@ def read_token(path: Path) -> str:
 
 
 class WatchedFile(Generic[T]):
-    """A file's parsed contents, read again when the file changes (its mtime, size or inode: a Kubernetes
-    Secret volume swaps a symlink), looked at no more than once per ``check_every_s``.
+    """A file's parsed contents, read again when the file changes (``files.file_stamp``: a Kubernetes Secret
+    volume swaps a symlink), looked at no more than once per ``check_every_s``.
 
     A bad or missing file at construction raises; later, a changed file that fails to parse is logged
     (once per change, naming the file only) and the last good contents stay in use."""
@@ -77,16 +77,9 @@ class WatchedFile(Generic[T]):
         self._parse = parse
         self._check_every_s = check_every_s
         self._lock = threading.Lock()
-        self._stamp = self._stat()
+        self._stamp = file_stamp(path)
         self._value = parse(path)
         self._checked = time.monotonic()
-
-    def _stat(self) -> tuple[int, int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev
 
     def get(self) -> T:
         now = time.monotonic()
@@ -98,7 +91,7 @@ class WatchedFile(Generic[T]):
         return self._value
 
     def _reload(self) -> None:
-        stamp = self._stat()
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return
         self._stamp = stamp  # a file that cannot be used is reported once, not every second

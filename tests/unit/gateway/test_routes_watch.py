@@ -19,8 +19,9 @@ from modaverse_gateway.backends import Backends
 from modaverse_gateway.metaresponse import OutputModality
 from modaverse_gateway.replicas import Replica, ReplicaSet
 from modaverse_gateway.routes import RoutingTable, load_routes
-from modaverse_gateway.routes_watch import RoutesWatcher, file_stamp
+from modaverse_gateway.routes_watch import RoutesWatcher
 from modaverse_gateway.settings import GatewaySettings
+from modaverse_runtime.files import file_stamp
 
 IMAGE = OutputModality.IMAGE
 

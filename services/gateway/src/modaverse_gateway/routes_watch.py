@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from prometheus_client import Counter
 
 from modaverse_runtime.errors import FailedPrecondition, ModaverseError
+from modaverse_runtime.files import Stamp, file_stamp
 
 from .backends import Backends
 from .replicas import ReplicaSet
@@ -34,21 +34,6 @@ RELOADS = Counter(
     ["result"],
 )
 IDLE_POLL_S = 0.1  # how often a retired replica set looks whether its last call has ended
-
-Stamp = tuple[str, int, int, int, int]
-
-
-def file_stamp(path: Path | None) -> Stamp | None:
-    """What changes when the file does, without reading it: its resolved target (a ``..data`` symlink swap
-    changes it even when size and mtime happen to match), device, inode, size and mtime. None: no such file."""
-    if path is None:
-        return None
-    try:
-        target = os.path.realpath(path)
-        st = os.stat(target)
-    except OSError:
-        return None
-    return target, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def read_routes(path: Path) -> RoutingTable:
