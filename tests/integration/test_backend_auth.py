@@ -22,11 +22,11 @@ import modaverse
 from modaverse.cli import main
 from modaverse_gateway.settings import GatewaySettings
 from modaverse_runtime.server import ModaverseServer
+from tests.pki import write_pki
 
 from .gateway_fixtures import start_gateway
 from .in_process import BackgroundLoop, free_port
 from .scripted_llm import start_scripted_llm
-from .test_log_secrecy import write_pki
 
 BACKEND_TOKEN = "gw-" + secrets.token_hex(16)
 CLIENT_TOKEN = "cli-" + secrets.token_hex(16)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import io
-import ipaddress
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -23,10 +21,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from PIL import Image, PngImagePlugin
 
 from modaverse import AsyncClient
@@ -35,6 +29,7 @@ from modaverse.types import ChatResult
 from modaverse_runtime import samples
 from modaverse_runtime.logs import request_id
 from modaverse_runtime.server import ModaverseServer
+from tests.pki import write_pki
 
 from .encoder_fixtures import start_encoder
 from .gateway_fixtures import start_gateway
@@ -101,44 +96,6 @@ def capture_everything(handler: logging.Handler) -> Iterator[None]:
             logger.setLevel(level)
         root.setLevel(saved_root)
         root.removeHandler(handler)
-
-
-def write_pki(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 and localhost: (ca, cert, key) PEM files."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def builder(subject: str, key: ec.EllipticCurvePrivateKey, ca: bool) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(name(subject))
-            .issuer_name(name("secrecy-test-ca"))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-
-    ca = builder("secrecy-test-ca", ca_key, ca=True).sign(ca_key, hashes.SHA256())
-    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    server = (
-        builder("gateway", server_key, ca=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.crt", folder / "server.crt", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
 
 
 def marked_png(padding: int = 0) -> bytes:

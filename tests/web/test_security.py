@@ -17,7 +17,7 @@ import pytest
 
 from modaverse_runtime.server import ModaverseServer
 from tests.integration import gateway_fixtures
-from tests.integration.test_log_secrecy import write_pki
+from tests.pki import write_pki
 
 from .stack import RunningWeb, Stack
 

@@ -10,17 +10,12 @@ are (one slice, one port, two addresses)."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from kubernetes import client
@@ -31,6 +26,7 @@ from modaverse_gateway.replicas import ReplicaSet
 from modaverse_runtime.errors import FailedPrecondition
 from tests.integration.in_process import free_port
 from tests.kube.apiserver import Endpoint, KubeApiServer, endpoint_slice
+from tests.pki import write_pki
 
 NS, SERVICE = "ml", "mv-modaverse-gen-image"
 FIRST, SECOND = "127.0.0.1", "127.0.0.2"
@@ -208,29 +204,14 @@ async def test_the_watch_survives_bookmarks_gone_and_cut_connections(apiserver: 
 
 async def test_pods_are_dialled_under_the_service_name_over_tls(tmp_path: Path) -> None:
     """The pods' certificates name the Service, not the pod's address: the channel checks the name."""
-    key = ec.generate_private_key(ec.SECP256R1())
     name = f"{SERVICE}.{NS}.svc.cluster.local"
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    ca, cert, key = write_pki(tmp_path, dns_names=[name], ip_addresses=[])
+    cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
     server = aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
     await server.start()
-    config = ChannelConfig(credentials=grpc.ssl_channel_credentials(root_certificates=cert_pem))
+    config = ChannelConfig(credentials=grpc.ssl_channel_credentials(root_certificates=ca.read_bytes()))
     named = EndpointReplica(f"ipv4:127.0.0.1:{port}", config, authority=name)
     unnamed = EndpointReplica(f"ipv4:127.0.0.1:{port}", config)
     try:
