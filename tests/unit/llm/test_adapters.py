@@ -40,8 +40,7 @@ class Bookkeeping(LLMBackend):
         return AdapterInfo(name, self._adapters[name], 0, name == self._default)
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
-        self.check_new_adapter(name, path)
-        self._adapters[name] = path
+        self._adapters[name] = self.check_new_adapter(name, path)
         return self.adapter_info(name)
 
     async def unload_adapter(self, name: str) -> None:
@@ -143,9 +142,12 @@ def adapter_tree(tmp_path: Path) -> dict[str, Path]:
 def test_load_adapter_reads_only_folders_under_the_adapter_root(adapter_tree: dict[str, Path]) -> None:
     root = adapter_tree["root"]
     backend = loaded(adapter_root=root)
-    backend.check_new_adapter("third", str(adapter_tree["inside"]))
-    backend.check_new_adapter("third", str(root / "alias"))  # a link that stays inside
-    backend.check_new_adapter("third", str(root / "mine" / ".." / "mine"))
+    inside = str(adapter_tree["inside"].resolve())
+    assert backend.check_new_adapter("third", str(adapter_tree["inside"])) == inside
+    # A link that stays inside: what is loaded is the folder that was checked, not the link (which could
+    # be pointed elsewhere between the check and the load).
+    assert backend.check_new_adapter("third", str(root / "alias")) == inside
+    assert backend.check_new_adapter("third", str(root / "mine" / ".." / "mine")) == inside
     for path in (adapter_tree["outside"], root / "escape", root / ".." / "elsewhere", Path("/")):
         with pytest.raises(PermissionDenied, match=r"outside the adapter root .*MODAVERSE_ADAPTER_ROOT") as info:
             backend.check_new_adapter("third", str(path))
@@ -160,8 +162,9 @@ def test_load_adapter_reads_only_folders_under_the_adapter_root(adapter_tree: di
 def test_without_an_adapter_root_any_readable_folder_loads(adapter_tree: dict[str, Path]) -> None:
     backend = loaded()
     assert backend.settings.adapter_root is None
-    backend.check_new_adapter("third", str(adapter_tree["outside"]))
-    backend.check_new_adapter("third", str(adapter_tree["root"] / "escape"))
+    assert backend.check_new_adapter("third", str(adapter_tree["outside"])) == str(adapter_tree["outside"])
+    escape = str(adapter_tree["root"] / "escape")
+    assert backend.check_new_adapter("third", escape) == escape  # loaded as named, as before the root existed
 
 
 def test_the_adapter_root_comes_from_the_environment(

@@ -30,30 +30,34 @@ class PermissionDenied(ModaverseError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
-def check_adapter_root(path: str, root: Path | None) -> None:
+def check_adapter_root(path: str, root: Path | None) -> str:
     """Raise PermissionDenied unless ``path``, its symlinks and ``..`` resolved, lies inside ``root`` (None: any).
+    Returns the folder to load: with a root, the resolved path that was checked, so a link changed after the
+    check cannot lead the load outside.
 
     LoadAdapter makes the server read whatever folder a caller names; a root keeps callers to the folders
     the operator put there."""
     if root is None:
-        return
+        return path
     resolved, inside = Path(path).resolve(), root.resolve()
     if not resolved.is_relative_to(inside):
         raise PermissionDenied(
             f"{path!r} is outside the adapter root {str(root)!r} (MODAVERSE_ADAPTER_ROOT): LoadAdapter loads only "
             "folders under it"
         )
+    return str(resolved)
 
 
-def check_adapter_folder(path: str, root: Path | None = None) -> None:
+def check_adapter_folder(path: str, root: Path | None = None) -> str:
     """Raise unless ``path`` is a peft adapter folder (what both backends load) inside ``root``, when set:
     InvalidArgument, or PermissionDenied outside the root (checked first: a caller learns nothing of what
     exists elsewhere)."""
     if not path:
         raise InvalidArgument("path is empty: give a peft adapter folder readable by the server")
-    check_adapter_root(path, root)
-    if not (Path(path) / "adapter_config.json").is_file():
+    folder = check_adapter_root(path, root)
+    if not (Path(folder) / "adapter_config.json").is_file():
         raise InvalidArgument(f"{path!r} is not a peft adapter folder (no adapter_config.json)")
+    return folder
 
 
 class LLMBackend(ModelBase):
@@ -88,15 +92,15 @@ class LLMBackend(ModelBase):
         if not self.settings.allow_runtime_adapters:
             raise FailedPrecondition(f"{action} adapters at run time is disabled (MODAVERSE_ALLOW_RUNTIME_ADAPTERS)")
 
-    def check_new_adapter(self, name: str, path: str) -> None:
+    def check_new_adapter(self, name: str, path: str) -> str:
         """Raise unless ``name`` may be loaded from ``path`` now (admin allowed, valid name not
-        loaded yet, a peft adapter folder)."""
+        loaded yet, a peft adapter folder); returns the folder to load (``check_adapter_folder``)."""
         self._runtime_admin("loading")
         if not name or name in RESERVED_ADAPTER_NAMES or len(name) > 128:
             raise InvalidArgument(f"adapter name {name!r} is reserved or invalid")
         if name in self.loaded_adapters:
             raise AlreadyExists(f"adapter {name!r} is already loaded; unload it first")
-        check_adapter_folder(path, self.settings.adapter_root)
+        return check_adapter_folder(path, self.settings.adapter_root)
 
     def check_unloadable(self, name: str) -> None:
         """Raise unless ``name`` may be unloaded now (admin allowed, loaded, not the default)."""

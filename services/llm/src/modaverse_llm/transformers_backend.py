@@ -174,7 +174,7 @@ class TransformersBackend(LLMBackend):
         return AdapterInfo(name, self._adapters[name], self._rank(name), name == self._default)
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
-        self.check_new_adapter(name, path)
+        path = self.check_new_adapter(name, path)
         await self._running.call(lambda: self._attach(name, path))
         if make_default:
             self._default = name

@@ -251,7 +251,7 @@ class VLLMBackend(LLMBackend):
         return out
 
     async def load_adapter(self, name: str, path: str, make_default: bool) -> AdapterInfo:
-        self.check_new_adapter(name, path)
+        path = self.check_new_adapter(name, path)
         self._adapters[name] = _Adapter(next(self._ids), path, _rank(Path(path)))
         try:
             await self._running.add_lora(self._lora(name))
