@@ -69,19 +69,25 @@ def test_huge_loads_on_gpu_in_fp16_and_encodes(huge_artifacts: Path) -> None:
     torch.cuda.reset_peak_memory_stats()
     image = common_pb2.Media(modality=common_pb2.MODALITY_IMAGE, data=samples.make_image())
     audio = common_pb2.Media(modality=common_pb2.MODALITY_AUDIO, data=samples.make_audio(440, 3.0, 44100))
-    info, (reply,), load_s = asyncio.run(_serve_and_encode(settings_for(huge_artifacts), [[image, audio]]))
+    text = common_pb2.Media(modality=common_pb2.MODALITY_TEXT, data=b"a red circle")
+    info, (reply,), load_s = asyncio.run(_serve_and_encode(settings_for(huge_artifacts), [[image, audio, text]]))
     assert info.encoder_model == "imagebind_huge"
     assert (info.embed_dim, info.llm_hidden_size) == (1024, 4096)
     assert info.dtype == common_pb2.DTYPE_FLOAT16
     assert info.device.startswith("cuda")
-    for emb in reply.embeddings:
+    for emb in reply.embeddings[:2]:
         assert to_numpy(emb.imagebind).shape == (1024,)
         assert emb.projected.dtype == common_pb2.DTYPE_FLOAT16
         assert to_numpy(emb.projected).shape == (1, 4096)
         assert np.isfinite(to_numpy(emb.imagebind)).all()
+    words = reply.embeddings[2]  # the text branch in fp16: a vector, no rows
+    assert not words.HasField("projected")
+    vector = to_numpy(words.imagebind)
+    assert vector.shape == (1024,) and np.isfinite(vector).all()
+    assert np.linalg.norm(vector) == pytest.approx(1 / 0.07, rel=1e-2)  # random init: the initial logit scale
     peak_gib = torch.cuda.max_memory_allocated() / 2**30
-    print(f"\nimagebind_huge vision+audio fp16: load {load_s:.1f}s, peak GPU memory {peak_gib:.2f} GiB")
-    # vision (~630M) + audio (~90M) params in fp16 ≈ 1.4 GiB; text/depth/thermal/imu are never loaded.
+    print(f"\nimagebind_huge vision+audio+text fp16: load {load_s:.1f}s, peak GPU memory {peak_gib:.2f} GiB")
+    # vision (~630M) + audio (~90M) + text (~350M) params in fp16 ≈ 2.0 GiB; depth/thermal/imu are never loaded.
     assert peak_gib < 3.0
 
 

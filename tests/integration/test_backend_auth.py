@@ -160,6 +160,17 @@ def secured_gateway(stack: Stack) -> Iterator[str]:
         stack.stop(gateway)
 
 
+def test_embed_needs_the_callers_token_like_every_rpc(stack: Stack, secured_gateway: str) -> None:
+    anonymous = modaverse.Client(secured_gateway, tls=stack.ca, timeout=30, retry=None)
+    with anonymous, pytest.raises(modaverse.Unauthenticated, match="missing or invalid bearer token"):
+        anonymous.embed(["a red circle"])
+    # With the token it gets through the gateway's checks: it fails at the closed encoder, not for a token.
+    client = modaverse.Client(secured_gateway, tls=stack.ca, token=CLIENT_TOKEN, timeout=30, retry=None)
+    with client, pytest.raises(modaverse.Unavailable, match=r"^UNAVAILABLE: encoder: ") as info:
+        client.embed(["a red circle"])
+    assert "token" not in info.value.details
+
+
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exit_:
         main(argv)

@@ -122,10 +122,25 @@ def _bounded(value: float, lo: float, hi: float) -> float:
     return value if math.isnan(value) or lo <= value <= hi else max(lo, min(hi, value))
 
 
+# Texts as the encoder and the gateway's Embed take them, and as they should not come.
+text_item = st.builds(
+    lambda t, mime: common_pb2.Media(modality=common_pb2.MODALITY_TEXT, mime_type=mime, data=t.encode()),
+    st.one_of(st.text(max_size=80), st.text(min_size=1, max_size=3).map(lambda t: t * 800)),
+    st.sampled_from(["", "text/plain", "text/plain; charset=utf-8", "text/plain; charset=latin-1", "text/html"]),
+)
+
+
 @FUZZ
-@given(st.lists(media, max_size=5), st.integers(0, 6), st.booleans())
-def test_fuzz_encode(targets: Targets, items: list[common_pb2.Media], dtype: int, omit: bool) -> None:
-    request = encoder_pb2.EncodeRequest(media=items, output_dtype=dtype, omit_imagebind=omit)  # type: ignore[arg-type]
+@given(st.lists(st.one_of(media, text_item), max_size=5), st.integers(0, 6), st.booleans(), st.booleans())
+def test_fuzz_encode(
+    targets: Targets, items: list[common_pb2.Media], dtype: int, omit: bool, omit_projected: bool
+) -> None:
+    request = encoder_pb2.EncodeRequest(
+        media=items,
+        output_dtype=dtype,  # type: ignore[arg-type]
+        omit_imagebind=omit,
+        omit_projected=omit_projected,
+    )
     code = call(targets.encoder, lambda ch: encoder_pb2_grpc.EncoderServiceStub(ch).Encode(request, timeout=30))
     assert code in DOCUMENTED
 
@@ -288,6 +303,14 @@ generate_request = st.one_of(
 @given(generate_request)
 def test_fuzz_gateway_generate(targets: Targets, request: gateway_pb2.GenerateRequest) -> None:
     code = call(targets.gateway, lambda ch: list(gateway_pb2_grpc.GatewayServiceStub(ch).Generate(request, timeout=60)))
+    assert code in DOCUMENTED
+
+
+@FUZZ
+@given(st.lists(st.one_of(media, text_item), max_size=6))
+def test_fuzz_gateway_embed(targets: Targets, items: list[common_pb2.Media]) -> None:
+    request = gateway_pb2.EmbedRequest(items=items)
+    code = call(targets.gateway, lambda ch: gateway_pb2_grpc.GatewayServiceStub(ch).Embed(request, timeout=30))
     assert code in DOCUMENTED
 
 

@@ -59,7 +59,9 @@ class GenerationOptions:
     params: Mapping[str, float] = field(default_factory=dict)
 
 
-def _media(item: MediaInput, modality: str) -> common_pb2.Media:
+def media_item(item: MediaInput, modality: str) -> common_pb2.Media:
+    """A Media message from a path (modality and MIME type from the extension), bytes (the server sniffs the
+    type) or a Media message (as it is)."""
     if isinstance(item, common_pb2.Media):
         return item
     if isinstance(item, bytes):
@@ -73,9 +75,11 @@ def _turn(
     roles = {"user": gateway_pb2.ROLE_USER, "assistant": gateway_pb2.ROLE_ASSISTANT}
     if role not in roles:
         raise ValueError(f"role must be 'user' or 'assistant', not {role!r}")
-    media = (
-        [_media(m, "image") for m in images] + [_media(m, "audio") for m in audio] + [_media(m, "video") for m in video]
-    )
+    media = [
+        *(media_item(m, "image") for m in images),
+        *(media_item(m, "audio") for m in audio),
+        *(media_item(m, "video") for m in video),
+    ]
     return gateway_pb2.Turn(role=roles[role], text=text, media=media)
 
 
@@ -132,7 +136,7 @@ def build_generate_request(
         modality=MEDIA_MODALITIES[modality], prompt=prompt, options=generator_overrides(options or GenerationOptions())
     )
     if image is not None:
-        request.image.CopyFrom(_media(image, "image"))
+        request.image.CopyFrom(media_item(image, "image"))
     return request
 
 

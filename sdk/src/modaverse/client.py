@@ -7,6 +7,8 @@
         for event in client.chat("Describe this", images=["cat.jpg"], stream=True):
             ...
         client.generate("image", "a red circle").save("outputs/")  # one generator, no LLM
+        e = client.embed(["a red circle"], images=["out.png"])  # ImageBind vectors, no LLM
+        print(e.cosine(e.texts, e.images))
 
 Failed calls raise :class:`modaverse.ModaverseError` subclasses (``InvalidArgument``,
 ``ResourceExhausted``, ``Unavailable``, ``DeadlineExceeded``, ``Unauthenticated`` …). A generator
@@ -39,10 +41,11 @@ from .chat import (
     build_request,
     to_event,
 )
+from .embed import build_embed_request, embeddings_from
 from .encoder import MODALITY_NAMES
 from .errors import from_rpc_error
 from .retry import NO_RETRY, Attempts, RetryPolicy
-from .types import ChatEvent, ChatResult
+from .types import ChatEvent, ChatResult, Embeddings
 
 DEFAULT_RETRY = RetryPolicy()
 
@@ -77,6 +80,9 @@ def _credentials(tls: bool | str | Path, token: str | None) -> grpc.ChannelCrede
 
 # The gateway's two streaming RPCs answer with the same events.
 _Request = TypeVar("_Request", gateway_pb2.ChatRequest, gateway_pb2.GenerateRequest)
+# Its unary RPCs.
+_UnaryRequest = TypeVar("_UnaryRequest", gateway_pb2.EmbedRequest, gateway_pb2.ListModelsRequest)
+_Reply = TypeVar("_Reply", gateway_pb2.EmbedResponse, gateway_pb2.ListModelsResponse)
 
 
 def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
@@ -273,11 +279,40 @@ class Client:
                 call.cancel()  # no-op when finished; stops the server's work if the caller stopped reading
             time.sleep(pause)
 
+    def embed(
+        self,
+        texts: Sequence[str] = (),
+        *,
+        images: Sequence[MediaInput] = (),
+        audio: Sequence[MediaInput] = (),
+        video: Sequence[MediaInput] = (),
+        timeout: float | None = None,
+    ) -> Embeddings:
+        """ImageBind vectors of ``texts`` and media in its joint space (the gateway's ``Embed``: the encoder
+        only, no adaptor and no LLM), as :class:`Embeddings`: per kind an (n, dim) float32 array, rows in the
+        order given, (0, dim) for a kind given none. ``texts`` may be one string. ``images``, ``audio`` and
+        ``video`` are paths, bytes (the server sniffs the type) or Media messages, as for ``chat``. All items go
+        in one call (at most the gateway's ``MODAVERSE_MAX_EMBED_ITEMS``, 32 by default); nothing at all is a
+        ValueError before any call. Bad items raise ``InvalidArgument`` naming ``items[i]`` (texts first, then
+        images, audio, video), a down encoder ``Unavailable``; RESOURCE_EXHAUSTED and UNAVAILABLE are retried
+        under the client's ``retry`` policy."""
+        request, counts = build_embed_request(texts, images, audio, video)
+        return embeddings_from(self._unary(self._stub.Embed, request, timeout or self.timeout), counts)
+
     def list_models(self) -> list[ModelRoute]:
-        attempts = Attempts(self.retry, self.timeout)
+        return _routes(self._unary(self._stub.ListModels, gateway_pb2.ListModelsRequest(), self.timeout))
+
+    def _unary(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_UnaryRequest, _Reply],
+        request: _UnaryRequest,
+        timeout: float | None,
+    ) -> _Reply:
+        """One unary call, tried again under the retry policy (nothing has reached the caller before it answers)."""
+        attempts = Attempts(self.retry, timeout)
         while True:
             try:
-                return _routes(self._stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=attempts.timeout()))
+                return method(request, timeout=attempts.timeout())
             except grpc.RpcError as error:
                 pause = attempts.pause(_code(error), started=False)
                 if pause is None:
@@ -445,15 +480,35 @@ class AsyncClient:
                 call.cancel()  # stops the server's work if the caller stopped reading
             await asyncio.sleep(pause)
 
+    async def embed(
+        self,
+        texts: Sequence[str] = (),
+        *,
+        images: Sequence[MediaInput] = (),
+        audio: Sequence[MediaInput] = (),
+        video: Sequence[MediaInput] = (),
+        timeout: float | None = None,
+    ) -> Embeddings:
+        """ImageBind vectors of texts and media (see :meth:`Client.embed`)."""
+        request, counts = build_embed_request(texts, images, audio, video)
+        return embeddings_from(await self._unary(self._stub.Embed, request, timeout or self.timeout), counts)
+
     async def list_models(self) -> list[ModelRoute]:
-        attempts = Attempts(self.retry, self.timeout)
+        return _routes(await self._unary(self._stub.ListModels, gateway_pb2.ListModelsRequest(), self.timeout))
+
+    async def _unary(
+        self,
+        method: aio.UnaryUnaryMultiCallable[_UnaryRequest, _Reply],
+        request: _UnaryRequest,
+        timeout: float | None,
+    ) -> _Reply:
+        """One unary call, tried again under the retry policy (see :meth:`Client._unary`)."""
+        attempts = Attempts(self.retry, timeout)
         while True:
             try:
-                reply = await self._stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=attempts.timeout())
+                return await method(request, timeout=attempts.timeout())
             except aio.AioRpcError as error:
                 pause = attempts.pause(error.code(), started=False)
                 if pause is None:
                     raise from_rpc_error(error) from None
-            else:
-                return _routes(reply)
             await asyncio.sleep(pause)

@@ -1,4 +1,5 @@
-"""A direct client for the encoder service (the gateway's clients normally never need it)."""
+"""A direct client for the encoder service (the gateway's clients normally never need it; the gateway's
+``Embed``, the clients' ``embed``, gives ImageBind vectors of texts and media)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def media_from_file(path: str | Path, modality: str | None = None) -> common_pb2
 class EncodedMedia:
     modality: str
     imagebind: np.ndarray[Any, Any] | None  # (embed_dim,)
-    projected: np.ndarray[Any, Any]  # (rows, hidden); float32 or float16 (bfloat16 arrives widened to float32)
+    # (rows, hidden); float32 or float16 (bfloat16 arrives widened to float32); (0, 0) for a text, which has no rows
+    projected: np.ndarray[Any, Any]
 
 
 class EncoderClient:
@@ -93,7 +95,8 @@ class EncoderClient:
         out = []
         for emb in reply.embeddings:
             vector = tensor_to_numpy(emb.imagebind) if emb.HasField("imagebind") and emb.imagebind.data else None
-            out.append(EncodedMedia(MODALITY_NAMES.get(emb.modality, "?"), vector, tensor_to_numpy(emb.projected)))
+            rows = tensor_to_numpy(emb.projected) if emb.HasField("projected") else np.zeros((0, 0), np.float32)
+            out.append(EncodedMedia(MODALITY_NAMES.get(emb.modality, "?"), vector, rows))
         return out
 
 

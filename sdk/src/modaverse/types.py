@@ -5,6 +5,9 @@ from __future__ import annotations
 import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 _EXTENSIONS = {
     "image/png": ".png",
@@ -115,3 +118,35 @@ class ChatResult:
 
     def save(self, directory: str | Path) -> list[Path]:
         return [m.save(directory) for m in self.media]
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """ImageBind vectors from ``embed``: one float32 row of ``dim`` per item, in the order given, per kind.
+
+    A kind given no items has shape ``(0, dim)``. Each row is exactly the model's output for its modality:
+    unit length for images; texts, audio and (at most unit) videos carry ImageBind's own scales, so compare
+    directions, e.g. with :meth:`cosine`. Arrays compare by identity (``eq=False``): use NumPy to compare values.
+    """
+
+    texts: np.ndarray[Any, np.dtype[np.float32]]
+    images: np.ndarray[Any, np.dtype[np.float32]]
+    audio: np.ndarray[Any, np.dtype[np.float32]]
+    video: np.ndarray[Any, np.dtype[np.float32]]
+    encoder_id: str  # the encoder's identity (weights, dtype, transforms): equal ids, comparable vectors
+    encoder_model: str  # e.g. "imagebind_huge"
+
+    @property
+    def dim(self) -> int:
+        """The width of every row (ImageBind's output size: 1024 for huge)."""
+        return int(self.texts.shape[1])
+
+    @staticmethod
+    def cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Cosine similarities of the rows of ``a`` (n, dim) with the rows of ``b`` (m, dim): an (n, m) array.
+        One-dimensional inputs count as one row each. A zero row has similarity 0 with everything."""
+        x, y = np.atleast_2d(np.asarray(a, np.float32)), np.atleast_2d(np.asarray(b, np.float32))
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+        y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+        similarities: np.ndarray[Any, np.dtype[np.float32]] = (x @ y.T).astype(np.float32)
+        return similarities

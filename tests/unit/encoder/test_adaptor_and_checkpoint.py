@@ -48,11 +48,24 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.
 
 def test_loaded_checkpoint_reproduces_the_saved_model(tiny_checkpoint: tuple[torch.nn.Module, Path]) -> None:
     model, path = tiny_checkpoint
-    loaded = load_imagebind(path, "imagebind_tiny", {"vision", "audio"})
+    loaded = load_imagebind(path, "imagebind_tiny", {"vision", "audio", "text"})
     images, audio = torch.randn(2, 3, 224, 224), torch.randn(2, 3, 1, 128, 204)
+    texts = torch.zeros(2, 77, dtype=torch.long)
+    texts[:, :3] = torch.tensor([[49406, 320, 49407], [49406, 1125, 49407]])  # start, a word, end
     with torch.inference_mode():
-        for key, x in (("vision", images), ("audio", audio)):
+        for key, x in (("vision", images), ("audio", audio), ("text", texts)):
             assert torch.allclose(loaded({key: x})[key], model({key: x})[key], atol=1e-6)
+
+
+def test_a_checkpoint_without_a_served_branch_names_it(
+    tiny_checkpoint: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    _, path = tiny_checkpoint
+    state = torch.load(path, weights_only=True)
+    slim = tmp_path / "imagebind.pth"
+    torch.save({k: v for k, v in state.items() if k.split(".")[1] != "text"}, slim)
+    with pytest.raises(ValueError, match=r"has no weights for the ImageBind branches \['text'\]"):
+        load_imagebind(slim, "imagebind_tiny", {"vision", "text"})
 
 
 def test_unserved_branches_are_not_loaded(tiny_checkpoint: tuple[torch.nn.Module, Path]) -> None:

@@ -17,6 +17,7 @@ from modaverse import AsyncClient, ChatEvent, Client, ResourceExhausted, RetryPo
 from modaverse.cli import main
 from modaverse.errors import InvalidArgument, ModaverseError
 from modaverse.retry import Attempts
+from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -71,6 +72,13 @@ class ScriptedGateway(gateway_pb2_grpc.GatewayServiceServicer):
         if step.code is not None:
             context.abort(step.code, f"scripted {step.code.name}")
         return gateway_pb2.ListModelsResponse(generators=[gateway_pb2.ModelRoute(model="sd15", is_default=True)])
+
+    def Embed(self, request: gateway_pb2.EmbedRequest, context: grpc.ServicerContext) -> gateway_pb2.EmbedResponse:
+        step = self._next("Embed")
+        if step.code is not None:
+            context.abort(step.code, f"scripted {step.code.name}")
+        vector = common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT32, shape=[2], data=b"\0" * 8)
+        return gateway_pb2.EmbedResponse(embeddings=[vector] * len(request.items), encoder_id="e", encoder_model="m")
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +200,22 @@ async def test_generate_and_list_models_are_tried_again_too(
     with pytest.raises(InvalidArgument):
         client.list_models()
     assert gateway.calls == ["Generate"] * 4 + ["ListModels"] * 5
+
+
+async def test_embed_is_tried_again_as_a_unary_call(
+    gateway: ScriptedGateway, aclient: AsyncClient, client: Client
+) -> None:
+    gateway.script = [Step(BUSY), Step(DOWN)]
+    assert (await aclient.embed(["a", "b"])).texts.shape == (2, 2)
+    gateway.script = [Step(DOWN)]
+    assert client.embed(images=[b"png"]).images.shape == (1, 2)
+    gateway.script = [Step(DOWN)] * 3  # max_attempts: 3
+    with pytest.raises(Unavailable, match="scripted UNAVAILABLE"):
+        client.embed(["a"])
+    gateway.script = [Step(grpc.StatusCode.INVALID_ARGUMENT)]
+    with pytest.raises(InvalidArgument):
+        await aclient.embed(["a"])
+    assert gateway.calls == ["Embed"] * 9
 
 
 async def test_no_retry_policy_tries_once(gateway: ScriptedGateway, target: str) -> None:

@@ -53,6 +53,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 # ImageBind branch for each of our input kinds: video frames go through the vision
 # branch, as the release does.
 BRANCH_FOR_KIND = {"image": "vision", "video": "vision", "audio": "audio"}
+# Texts (the encoder's text items; not a media kind) go through ImageBind's text branch.
+TEXT_BRANCH = "text"
 
 
 def architecture_kwargs(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

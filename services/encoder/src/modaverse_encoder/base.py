@@ -1,10 +1,11 @@
-"""The Encoder role: media items in, ImageBind vectors and adaptor rows out."""
+"""The Encoder role: media items and texts in, ImageBind vectors (and for media, adaptor rows) out."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final, Literal
 
 import torch
 
@@ -13,6 +14,11 @@ from modaverse_runtime.models import ModelBase
 from modaverse_runtime.registry import Registry
 
 from .settings import EncoderSettings
+
+# The kind of a text item. MediaKind names media only (decoders, MIME tables, the web front door's checks);
+# the encoder also takes texts, which are never decoded as media.
+TEXT: Final = "text"
+ItemKind = MediaKind | Literal["text"]
 
 
 @dataclass(frozen=True)
@@ -23,10 +29,22 @@ class MediaInput:
 
 
 @dataclass(frozen=True)
+class TextInput:
+    """A text for ImageBind's text branch (decoded from UTF-8; limits are the encoder's to check)."""
+
+    text: str
+    kind: Literal["text"] = TEXT
+
+
+EncoderInput = MediaInput | TextInput
+
+
+@dataclass(frozen=True)
 class EncodedItem:
-    kind: MediaKind
+    kind: ItemKind
     imagebind: torch.Tensor  # (embed_dim,) float32, CPU
-    projected: torch.Tensor  # (rows, hidden) in the compute dtype, CPU
+    # (rows, hidden) in the compute dtype, CPU; None for texts and when projection was not asked for
+    projected: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,7 @@ class EncoderInfo:
     dtype: torch.dtype
     device: str
     encoder_id: str = ""  # names what decides the rows (identity.py); "" when the encoder cannot tell
+    accepts_text: bool = False  # TextInput items are encoded (ImageBind's text branch is loaded)
 
 
 class Encoder(ModelBase):
@@ -52,8 +71,9 @@ class Encoder(ModelBase):
         self.settings = settings
 
     @abc.abstractmethod
-    async def encode(self, items: Sequence[MediaInput]) -> list[EncodedItem]:
-        """Encode items in order. Raises InvalidArgument for bad media."""
+    async def encode(self, items: Sequence[EncoderInput], *, project: bool = True) -> list[EncodedItem]:
+        """Encode items in order; ``project=False`` skips the adaptor (``projected`` is None for every item).
+        Raises InvalidArgument for bad media or text, or for text when the encoder takes none."""
 
     @abc.abstractmethod
     def info(self) -> EncoderInfo: ...

@@ -80,6 +80,9 @@ def load_imagebind(
             del container[branch]
     state = _read_state(checkpoint)
     state = {k: v for k, v in state.items() if k.split(".")[1] in keep}
+    absent = sorted(keep - {k.split(".")[1] for k in state})
+    if absent:
+        raise ValueError(f"checkpoint {checkpoint} has no weights for the ImageBind branches {absent}")
     model.load_state_dict(state, strict=True, assign=True)
     leftover = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if leftover:

@@ -95,6 +95,13 @@ def imagebind_model_module() -> Any:
         return importlib.import_module("imagebind.models.imagebind_model")
 
 
+def imagebind_preprocessors_module() -> Any:
+    """The ``imagebind.models.multimodal_preprocessors`` module (its ``SimpleTokenizer``: CLIP's BPE)."""
+    _register_package()
+    with _timm_layers():
+        return importlib.import_module("imagebind.models.multimodal_preprocessors")
+
+
 def bpe_vocab_path() -> Path:
     """CLIP's BPE vocabulary shipped inside imagebind-unofficial."""
     _register_package()

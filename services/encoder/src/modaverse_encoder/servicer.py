@@ -23,8 +23,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> encoder_pb2.EncodeResponse:
         items = convert.media_inputs(request)
         dtype = convert.output_dtype(request)
-        encoded = await self.encoder.encode(items)
-        return convert.encode_response(encoded, dtype, request.omit_imagebind, self.encoder.info().encoder_id)
+        encoded = await self.encoder.encode(items, project=not request.omit_projected)
+        info = self.encoder.info()
+        return convert.encode_response(encoded, dtype, request.omit_imagebind, info.encoder_id, info.encoder_model)
 
     async def Info(
         self, request: encoder_pb2.InfoRequest, context: aio.ServicerContext[Any, Any]

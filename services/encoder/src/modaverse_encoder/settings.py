@@ -32,6 +32,9 @@ class EncoderSettings(ServerSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_audio_seconds: float = Field(300.0, gt=0)
     max_video_seconds: float = Field(300.0, gt=0)
+    max_text_chars: int = Field(
+        2000, ge=1, le=1_000_000, description="characters of one text item (ImageBind reads its first 75 tokens)"
+    )
 
     audio_clips: int = Field(3, ge=1, le=32, description="2 s clips per audio item (release: 3)")
     video_clips: int = Field(5, ge=1, le=32, description="2 s clips per video item (release: 5)")

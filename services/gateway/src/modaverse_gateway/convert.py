@@ -7,6 +7,7 @@ from modaverse_protos.encoder.v1 import encoder_pb2
 from modaverse_protos.gateway.v1 import gateway_pb2
 from modaverse_protos.generator.v1 import generator_pb2
 from modaverse_protos.llm.v1 import llm_pb2
+from modaverse_runtime.errors import ModaverseError
 
 from .metaresponse import Invocation, OutputModality, ParsedResponse
 
@@ -23,6 +24,20 @@ def encode_request(request: gateway_pb2.ChatRequest) -> encoder_pb2.EncodeReques
     """Every user-turn media item, in order, in one Encode call (the LLM needs only the rows)."""
     media = [m for t in request.turns if t.role != gateway_pb2.ROLE_ASSISTANT for m in t.media]
     return encoder_pb2.EncodeRequest(media=media, omit_imagebind=True)
+
+
+def embed_encode_request(request: gateway_pb2.EmbedRequest) -> encoder_pb2.EncodeRequest:
+    """An Embed's items, in order, in one Encode call for their ImageBind vectors only (no adaptor rows)."""
+    return encoder_pb2.EncodeRequest(media=request.items, omit_projected=True)
+
+
+def embed_response(reply: encoder_pb2.EncodeResponse, items: int) -> gateway_pb2.EmbedResponse:
+    """The encoder's vectors, one per item in order. An answer that does not have one per item is the
+    encoder's fault (INTERNAL), never passed on as if it were right."""
+    vectors = [e.imagebind for e in reply.embeddings]
+    if len(vectors) != items or any(not v.shape for v in vectors):
+        raise ModaverseError(f"the encoder answered {len(vectors)} embeddings (with vectors or not) for {items} items")
+    return gateway_pb2.EmbedResponse(embeddings=vectors, encoder_id=reply.encoder_id, encoder_model=reply.encoder_model)
 
 
 def llm_request(request: gateway_pb2.ChatRequest, encoded: encoder_pb2.EncodeResponse) -> llm_pb2.GenerateRequest:

@@ -37,7 +37,13 @@ _HASH_INLINE_BYTES = 1 << 20  # hash more than this off the event loop
 def digest(media: common_pb2.Media, request: encoder_pb2.EncodeRequest) -> bytes:
     """What one item's embedding depends on besides the encoder: the item, and what the request asks for."""
     h = hashlib.blake2b(digest_size=20)
-    head = (media.modality, media.mime_type.strip().lower(), request.output_dtype, request.omit_imagebind)
+    head = (
+        media.modality,
+        media.mime_type.strip().lower(),
+        request.output_dtype,
+        request.omit_imagebind,
+        request.omit_projected,
+    )
     h.update(repr(head).encode())
     h.update(media.data)
     return h.digest()
@@ -160,6 +166,7 @@ class CachingEncoder:
                     media=[missing[d] for d in mine],
                     output_dtype=request.output_dtype,
                     omit_imagebind=request.omit_imagebind,
+                    omit_projected=request.omit_projected,
                 )
                 try:
                     reply = await self._encode(sub, timeout)

@@ -36,7 +36,7 @@ from .encoder_cache import CachingEncoder
 from .metaresponse import Invocation, parse_meta_response
 from .routes import Route, RoutingTable
 from .settings import GatewaySettings
-from .validation import validate_chat, validate_generate
+from .validation import validate_chat, validate_embed, validate_generate
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,16 @@ class ChatOrchestrator:
                 async for event in events:
                     yield event
             yield gateway_pb2.ChatEvent(done=gateway_pb2.Done(elapsed_seconds=time.perf_counter() - started))
+
+    async def embed(self, request: gateway_pb2.EmbedRequest, time_remaining: float | None) -> gateway_pb2.EmbedResponse:
+        """ImageBind vectors of the request's items: one Encode call without the adaptor, through the encoder's
+        replicas (failover, retries, the backend token and the deadline as for a chat's encode). Not through the
+        row cache (which holds a chat's rows, not vectors), and without a chat slot: an Embed holds no stream,
+        and a full encoder answers RESOURCE_EXHAUSTED after the busy wait."""
+        validate_embed(request, self.settings)
+        deadline = Deadline(time_remaining or self.settings.default_deadline_s)
+        reply = await self.backends.encode(convert.embed_encode_request(request), deadline.remaining())
+        return convert.embed_response(reply, len(request.items))
 
     async def _chat(self, request: gateway_pb2.ChatRequest, deadline: Deadline) -> AsyncIterator[gateway_pb2.ChatEvent]:
         started = time.perf_counter()

@@ -35,6 +35,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         async for event in self.orchestrator.generate(request, context.time_remaining()):
             yield event
 
+    async def Embed(
+        self, request: gateway_pb2.EmbedRequest, context: aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.EmbedResponse:
+        return await self.orchestrator.embed(request, context.time_remaining())
+
     async def ListModels(
         self, request: gateway_pb2.ListModelsRequest, context: aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.ListModelsResponse:

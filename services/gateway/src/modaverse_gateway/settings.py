@@ -65,6 +65,12 @@ class GatewaySettings(ServerSettings):
     max_media_items: int = Field(16, ge=1, description="media items in one request, all turns together")
     max_text_chars: int = Field(16_000, ge=1, description="characters of text in one request")
     max_media_mb: float = Field(32.0, gt=0, description="bytes of one media item")
+    max_embed_items: int = Field(
+        32,
+        ge=1,
+        description="items (texts and media) in one Embed request; at most the encoder's "
+        "MODAVERSE_MAX_ITEMS_PER_REQUEST, which it enforces as well",
+    )
     max_concurrent_chats: int = Field(64, ge=1, description="chats in flight; more get RESOURCE_EXHAUSTED")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from .routes import Route, RoutingTable
 from .settings import GatewaySettings
 
 ENCODABLE = (common_pb2.MODALITY_IMAGE, common_pb2.MODALITY_VIDEO, common_pb2.MODALITY_AUDIO)
+EMBEDDABLE = (common_pb2.MODALITY_TEXT, *ENCODABLE)
 OVERRIDE_KEYS = {m.value for m in (OutputModality.IMAGE, OutputModality.VIDEO, OutputModality.AUDIO)}
 GENERATABLE = {
     common_pb2.MODALITY_IMAGE: OutputModality.IMAGE,
@@ -50,6 +51,47 @@ def validate_chat(request: gateway_pb2.ChatRequest, settings: GatewaySettings, r
             raise InvalidArgument(f"generator_overrides key {key!r} is not one of {sorted(OVERRIDE_KEYS)}")
         if override.model:
             routes.resolve(OutputModality(key), override.model)  # unknown model → INVALID_ARGUMENT
+
+
+def _modality_name(value: int) -> str:
+    return common_pb2.Modality.Name(value) if value in common_pb2.Modality.values() else str(value)  # type: ignore[arg-type]
+
+
+def validate_embed(request: gateway_pb2.EmbedRequest, settings: GatewaySettings) -> None:
+    """Checks an Embed request: item count, kinds, bytes present and within the media size limit, texts valid
+    UTF-8 and not blank, all texts together within ``max_text_chars``. The encoder checks the rest (a text's
+    type and length, decoding the media) and names the item by the same index."""
+    items = request.items
+    if not items:
+        raise InvalidArgument("the request has no items; send at least one text, image, video or audio item")
+    if len(items) > settings.max_embed_items:
+        raise InvalidArgument(f"{len(items)} items; the limit is {settings.max_embed_items}")
+    max_bytes = int(settings.max_media_mb * 2**20)
+    text_chars = 0
+    for i, item in enumerate(items):
+        where = f"items[{i}]"
+        if item.modality not in EMBEDDABLE:
+            raise InvalidArgument(
+                f"{where}: modality {_modality_name(item.modality)} cannot be embedded; use TEXT, IMAGE, VIDEO or AUDIO"
+            )
+        if item.WhichOneof("source") == "uri":
+            raise InvalidArgument(f"{where}: send the bytes in 'data' (uri sources are not fetched)")
+        if item.modality == common_pb2.MODALITY_TEXT:
+            try:
+                text = item.data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                message = f"{where}: the text is not valid UTF-8 (byte {exc.start}: {exc.reason})"
+                raise InvalidArgument(message) from None
+            if not text.strip():
+                raise InvalidArgument(f"{where}: the text is empty; send at least one non-blank character")
+            text_chars += len(text)
+            continue
+        if not item.data:
+            raise InvalidArgument(f"{where}: no bytes; send the media bytes in 'data'")
+        if len(item.data) > max_bytes:
+            raise InvalidArgument(f"{where}: {len(item.data)} bytes; the limit is {max_bytes}")
+    if text_chars > settings.max_text_chars:
+        raise InvalidArgument(f"{text_chars} characters of text; the limit is {settings.max_text_chars}")
 
 
 def generate_prompt_limit(settings: GatewaySettings) -> int:

@@ -8,11 +8,14 @@ from .audio import audio_to_clips, resample, waveform_to_melspec
 from .clips import clip_timepoints, clip_timepoints_exact
 from .fbank import kaldi_fbank, mel_banks
 from .image import CLIP_MEAN, CLIP_STD, image_to_tensor, normalize_channels
+from .text import CONTEXT_LENGTH, TextTokenizer
 from .video import VideoSource, clip_frame_indices, short_side_scale, uniform_crop, video_to_clips
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "CONTEXT_LENGTH",
+    "TextTokenizer",
     "VideoSource",
     "audio_to_clips",
     "clip_frame_indices",
