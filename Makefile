@@ -34,7 +34,7 @@ $(INSTALL_STAMP): $(PACKAGES) requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	# ImageBind's declared deps pull CUDA torch, torchvision, torchaudio: install the code only.
 	$(PY) -m pip install -q --no-deps imagebind-unofficial==0.1.1
-	$(PY) -m pip install -q -e protos -e "runtime[media]" -e "sdk[cluster]" -e services/encoder -e services/llm -e services/generators -e services/gateway -e services/web -e training
+	$(PY) -m pip install -q -e protos -e "runtime[media]" -e "sdk[cluster,eval]" -e services/encoder -e services/llm -e services/generators -e services/gateway -e services/web -e training
 	@touch $@
 
 protos: $(PROTO_STAMP)
@@ -66,7 +66,7 @@ demo: protos tiny-model
 lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src services/web/src training/src sdk/src tests bench scripts examples helm/gen_schema.py
+	$(BIN)/mypy protos/modaverse_protos runtime/src services/encoder/src services/llm/src services/generators/src services/gateway/src services/web/src training/src sdk/src tests bench scripts examples helm/gen_schema.py eval
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -97,6 +97,8 @@ bench: protos
 -include training/training.mk
 # Container images (docker/images.mk: images, push, images-list, test-images).
 -include docker/images.mk
+# Evaluation (eval/eval.mk: eval-tiny, eval-media; docs/eval.md).
+-include eval/eval.mk
 
 clean:
 	rm -rf $(VENV) .tools dist $(PROTO_STAMP) protos/modaverse_protos/*/v1/*_pb2*.py* .mypy_cache .ruff_cache .pytest_cache

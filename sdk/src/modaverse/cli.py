@@ -1,5 +1,5 @@
-"""The ``modaverse`` command: ``chat``, ``generate``, ``models``, ``up`` (the local stack), ``encode``, and
-``cluster`` (a Helm release on Kubernetes: cluster.py).
+"""The ``modaverse`` command: ``chat``, ``generate``, ``models``, ``up`` (the local stack), ``encode``,
+``cluster`` (a Helm release on Kubernetes: cluster.py) and ``eval`` (a benchmark through a gateway: evaluation/).
 
 The commands that call a gateway take ``--tls``, ``--ca PATH`` and ``--token TOKEN``, or the environment
 variables ``MODAVERSE_TLS``, ``MODAVERSE_CA`` and ``MODAVERSE_TOKEN`` (a token there stays out of the process
@@ -18,10 +18,12 @@ from typing import TextIO
 import numpy as np
 
 from .chat import GenerationOptions, ResultBuilder
-from .client import DEFAULT_RETRY, Client
+from .client import DEFAULT_RETRY, AsyncClient, Client
 from .cluster import add_parser as add_cluster_parser
 from .encoder import EncoderClient, media_from_file
 from .errors import ModaverseError
+from .evaluation.command import add_arguments as add_eval_arguments
+from .retry import RetryPolicy
 from .types import (
     Done,
     InvocationDone,
@@ -107,8 +109,8 @@ def _add_gateway_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _gateway(args: argparse.Namespace) -> Client:
-    """The client ``--tls``/``--ca``/``--token`` (else their environment variables) ask for."""
+def _security(args: argparse.Namespace) -> tuple[bool | str, str | None]:
+    """(tls, token) that ``--tls``/``--ca``/``--token`` (else their environment variables) ask for."""
     tls = _flag("MODAVERSE_TLS") if args.tls is None else args.tls
     ca = args.ca or os.environ.get("MODAVERSE_CA") or None
     token = args.token or os.environ.get("MODAVERSE_TOKEN") or None
@@ -116,8 +118,27 @@ def _gateway(args: argparse.Namespace) -> Client:
         raise UsageError(f"--ca {ca}: no such file")
     if token and not (tls or ca):
         raise UsageError("a bearer token is sent over TLS only: add --tls or --ca PATH (or MODAVERSE_TLS=1)")
+    return ca or bool(tls), token
+
+
+def _gateway(args: argparse.Namespace) -> Client:
+    """The client ``--tls``/``--ca``/``--token`` (else their environment variables) ask for."""
+    tls, token = _security(args)
     retry = dataclasses.replace(DEFAULT_RETRY, max_attempts=args.retries + 1)
-    return Client(args.target, timeout=args.timeout, tls=ca or tls, token=token, retry=retry)
+    return Client(args.target, timeout=args.timeout, tls=tls, token=token, retry=retry)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation.command import run_command
+
+    tls, token = _security(args)  # checked before anything runs
+
+    def connect(timeout: float | None, retry: RetryPolicy | None) -> AsyncClient:
+        if retry is not None:
+            retry = dataclasses.replace(retry, max_attempts=args.retries + 1)
+        return AsyncClient(args.target, timeout=timeout, tls=tls, token=token, retry=retry)
+
+    return run_command(args, connect)
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -334,7 +355,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     add_cluster_parser(sub)  # `modaverse cluster status|scale|routes` (needs modaverse[cluster])
 
-    for p in (chat, models, gen):
+    ev = sub.add_parser(
+        "eval",
+        help="run a benchmark file through a gateway: routing, prompts, latency, failures, agreement, round trips",
+        description="Writes DIR/report.json, DIR/report.md, confusion.png, latency.png, scores.png and DIR/media/; "
+        "resumable (the same command again skips finished records). See docs/eval.md. Needs modaverse[eval].",
+    )
+    add_eval_arguments(ev)
+    ev.set_defaults(handler=_eval)
+
+    for p in (chat, models, gen, ev):
         _add_gateway_options(p)
     enc.add_argument("--target", default=None, help="encoder address (host:port)")
     enc.add_argument("--timeout", type=float, default=600.0)

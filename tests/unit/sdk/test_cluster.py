@@ -255,7 +255,7 @@ def test_the_sdk_and_its_command_do_not_import_the_kubernetes_client() -> None:
 def test_the_kubernetes_client_is_an_extra_of_the_sdk_and_a_dependency_of_the_gateway() -> None:
     root = Path(__file__).resolve().parents[3]
     sdk = tomllib.loads((root / "sdk" / "pyproject.toml").read_text())["project"]
-    assert sdk["optional-dependencies"] == {"cluster": ["kubernetes>=37"]}
+    assert sdk["optional-dependencies"] == {"cluster": ["kubernetes>=37"], "eval": ["matplotlib>=3.8"]}
     gateway = tomllib.loads((root / "services" / "gateway" / "pyproject.toml").read_text())["project"]
     assert "kubernetes>=37" in gateway["dependencies"]
-    assert '-e "sdk[cluster]"' in (root / "Makefile").read_text()  # make install: the tests need it
+    assert '-e "sdk[cluster,eval]"' in (root / "Makefile").read_text()  # make install: the tests need both

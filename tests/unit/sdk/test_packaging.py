@@ -94,12 +94,18 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return found
 
 
+# Optional extras, imported only inside the functions that need them (modaverse[cluster], modaverse[eval]).
+EXTRAS_ONLY = ("kubernetes", "matplotlib")
+
+
 def test_no_sdk_module_imports_server_code_or_torch() -> None:
+    modules = sorted(SDK_SRC.rglob("*.py"))
+    assert SDK_SRC / "evaluation" / "runner.py" in modules  # the subpackages too
     offenders = [
-        f"{path.name}: {module}"
-        for path in sorted(SDK_SRC.glob("*.py"))
-        for module, _ in _imports(path)
-        if module.split(".")[0] in SERVER_SIDE
+        f"{path.relative_to(SDK_SRC)}: {module}"
+        for path in modules
+        for module, top in _imports(path)
+        if module.split(".")[0] in SERVER_SIDE or (top and module.split(".")[0] in EXTRAS_ONLY)
     ]
     assert offenders == []
 
@@ -107,11 +113,19 @@ def test_no_sdk_module_imports_server_code_or_torch() -> None:
 def test_importing_the_sdk_and_its_command_loads_nothing_of_the_server_side() -> None:
     code = (
         "import sys, modaverse, modaverse.cli, modaverse.client, modaverse.encoder, modaverse.stack\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_SIDE!r})\n"
+        "import modaverse.evaluation, modaverse.evaluation.command, modaverse.evaluation.plots\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {(*SERVER_SIDE, *EXTRAS_ONLY)!r})\n"
         "print(bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_plots_are_an_extra_of_the_sdk_and_a_development_dependency() -> None:
+    extras = pyproject("sdk")["optional-dependencies"]
+    assert isinstance(extras, dict) and extras["eval"] == ["matplotlib>=3.8"]
+    dev = [line.strip() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()]
+    assert "matplotlib>=3.8" in dev
 
 
 def test_py_typed_marks_both_packages() -> None:
