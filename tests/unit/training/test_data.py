@@ -121,3 +121,102 @@ def test_shapes_world_is_real_media_and_deterministic(tmp_path: Path) -> None:
 
     decoded = decode_media(MediaKind.VIDEO, (tmp_path / "a/video/vid_00001.mp4").read_bytes(), "", MediaLimits())
     assert decoded.duration == pytest.approx(2.0, abs=0.2)  # type: ignore[union-attr]
+
+
+def _combination(ex: Example) -> tuple[str, str, str]:
+    """(template family, caption, template) of a built example, recovered from its text alone."""
+    from modaverse_training.builder import CONVERT, CREATE, DESCRIBE
+
+    (inv,) = ex.meta_response
+    if ex.task == "input":
+        caption = inv.prompt[0].lower() + inv.prompt[1:].rstrip(".")
+        assert ex.instruction in DESCRIBE[ex.media[0].kind]
+        return f"describe/{ex.media[0].kind}", caption, ex.instruction
+    if ex.task == "output":
+        (template,) = [t for t in CREATE[inv.modality] if t.format(c=inv.prompt) == ex.instruction]
+        return f"create/{inv.modality}", inv.prompt, template
+    assert ex.instruction in CONVERT[inv.modality]
+    return f"convert/{inv.modality}", inv.prompt, ex.instruction
+
+
+def test_test_split_uses_only_combinations_training_never_sees() -> None:
+    from modaverse_training.builder import HeldOutCombos
+
+    captions = [f"a {c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "star")]
+    items = [CaptionedMedia(k, f"{k}{i}", c) for k in ("image", "video") for i, c in enumerate(captions)]
+    combos = HeldOutCombos(seed=5)
+    train = build_examples(items, 3000, seed=1, combos=combos, side="train")
+    test = build_examples(items, 600, seed=2, combos=combos, side="test")
+    seen = {_combination(ex) for ex in train}
+    held = {_combination(ex) for ex in test}
+    assert not seen & held
+    # each (family, caption) has exactly one held-out wording, and training uses every other one
+    by_caption: dict[tuple[str, str], set[str]] = {}
+    for family, caption, template in held:
+        by_caption.setdefault((family, caption), set()).add(template)
+    assert all(len(t) == 1 for t in by_caption.values())
+    for (family, caption), (template,) in by_caption.items():
+        trained = {t for f, c, t in seen if (f, c) == (family, caption)}
+        assert trained and template not in trained
+    # the held-out choice is a pure function of (seed, family, caption): another seed moves some of it
+    other = {_combination(ex) for ex in build_examples(items, 600, seed=2, combos=HeldOutCombos(6), side="test")}
+    assert other != held
+    # without combos the builder is what it always was (the same seed gives the same data)
+    assert build_examples(items, 50, seed=1) == build_examples(items, 50, seed=1, combos=None, side="test")
+
+
+def test_three_way_split_keeps_validation_last() -> None:
+    from modaverse_training.recipe import split
+
+    items = [CaptionedMedia("image", f"{i}.png", "a red circle") for i in range(100)]
+    train, validation, test = split(items, 0.1, 0.1)
+    assert [len(train), len(validation), len(test)] == [80, 10, 10]
+    assert validation == items[90:] and test == items[80:90] and train == items[:80]
+    assert [len(p) for p in split(items[:3], 0.1, 0.1)] == [1, 1, 1]
+    with pytest.raises(ValueError, match="cannot be split"):
+        split(items[:2], 0.1, 0.1)
+
+
+def test_benchmark_file_from_the_test_split(tmp_path: Path) -> None:
+    from modaverse_training.benchmark import BENCHMARK_FILE, write_benchmark
+    from modaverse_training.builder import DESCRIBE, HeldOutCombos
+
+    world = tmp_path / "world"
+    (world / "images").mkdir(parents=True)
+    (world / "images/a.png").write_bytes(b"png")
+    test = [
+        Example(
+            "Describe this image.",
+            (MediaRef("image", "images/a.png"),),
+            (Invocation("text", "A red star."),),
+            "input",
+            "test-1",
+        ),
+        Example("Paint a blue circle.", (), (Invocation("image", "a blue circle"),), "output", "test-2"),
+        Example("Play a high beep.", (), (Invocation("audio", "a high beep"),), "output", "test-3"),
+    ]
+    path = write_benchmark(test, world, tmp_path / "eval", HeldOutCombos(0))
+    assert path == tmp_path / "eval" / BENCHMARK_FILE
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    first, second, third = records[:3]
+    assert first == {
+        "id": "test-1",
+        "category": "image->text",
+        "instruction": "Describe this image.",
+        "expected": "text",
+        "reference": "A red star.",
+        "media": [{"kind": "image", "path": "media/images/a.png"}],
+    }
+    assert (tmp_path / "eval/media/images/a.png").read_bytes() == b"png"
+    trained_questions = HeldOutCombos(0).templates("describe/image", "a blue circle", DESCRIBE["image"], "train")
+    assert second["round_trip"] == {
+        "question": trained_questions[0],  # a wording training paired with the caption: the drawing is tested
+        "attributes": {"colour": "blue", "shape": "circle"},
+    }
+    assert "round_trip" not in third  # only images of a colour and a shape can be checked by describing them
+    draws = records[3:]
+    assert len(draws) == 6 * 5 and len({r["id"] for r in draws}) == 30
+    assert all(r["expected"] == "image" and r["reference"] in r["instruction"] for r in draws)
+    for r in draws:  # the question about the drawing is never one of the held-out pairings
+        held = HeldOutCombos(0).templates("describe/image", r["reference"], DESCRIBE["image"], "test")
+        assert r["round_trip"]["question"] not in held

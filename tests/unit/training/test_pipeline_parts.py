@@ -91,7 +91,9 @@ def test_trainable_parameter_count_matches_a_hand_computation() -> None:
 def test_results_table_is_written_between_markers(tmp_path: Path) -> None:
     doc = tmp_path / "training.md"
     doc.write_text(f"# Training\n\nbefore\n\n{START}\nold\n{END}\n\nafter\n")
-    write_results(doc, {"eval": {"count": 10, "routing": 0.95, "exact": 0.8}, "total_seconds": 600})
+    summary = {"eval": {"count": 10, "routing": 0.95, "exact": 0.8}, "test": {"routing": 0.9}, "total_seconds": 600}
+    write_results(doc, summary)
     text = doc.read_text()
-    assert "old" not in text and "| modality routing | 95.0% |" in text and "10.0 min" in text
+    assert "old" not in text and "| modality routing | 95.0% | 90.0% |" in text and "10.0 min" in text
+    assert "| exact prompt match | 80.0% | n/a |" in text  # a missing figure is said, not invented
     assert text.startswith("# Training\n\nbefore") and text.endswith("after\n")

@@ -12,14 +12,21 @@ Output: :class:`~modaverse_training.schema.Example` records of the three kinds t
 
 The mix is given as weights (default input 0.4, output 0.4, reasoning 0.2); the same seed gives
 the same dataset, byte for byte.
+
+Held-out combinations (:class:`HeldOutCombos`): for every caption and every template list one
+template is kept for the test split, so a test instruction pairs a caption (a colour × shape) with a
+wording that training and validation never paired it with; every caption still trains with the other
+wordings.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .schema import MEDIA_KINDS, DataError, Example, Invocation, MediaRef
 
@@ -50,6 +57,31 @@ CONVERT = {
     "audio": ["Make a sound that matches this.", "Turn this into audio.", "What would this sound like? Play it."],
     "video": ["Turn this into a video.", "Animate this.", "Make a short clip of this."],
 }
+
+
+Side = Literal["all", "train", "test"]
+
+
+@dataclass(frozen=True)
+class HeldOutCombos:
+    """Which (caption, template) combinations belong to the test split: for each caption and template
+    family (``describe/image``, ``create/audio``, ``convert/video`` …) one template index, chosen by a hash
+    of the seed, family and caption (stable across runs, Python versions and machines)."""
+
+    seed: int = 0
+
+    def test_template(self, family: str, caption: str, count: int) -> int:
+        digest = hashlib.sha256(f"{self.seed}|{family}|{caption}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") % count
+
+    def templates(self, family: str, caption: str, templates: list[str], side: Side) -> list[str]:
+        """The templates ``side`` may pair ``caption`` with: all of them, all but the held-out one, or it alone."""
+        if side == "all" or len(templates) < 2:
+            return templates
+        held = self.test_template(family, caption, len(templates))
+        if side == "test":
+            return [templates[held]]
+        return [t for i, t in enumerate(templates) if i != held]
 
 
 @dataclass(frozen=True)
@@ -94,9 +126,17 @@ def build_examples(
     mix: dict[str, float] | None = None,
     seed: int = 0,
     id_prefix: str = "ex",
+    combos: HeldOutCombos | None = None,
+    side: Side = "all",
 ) -> list[Example]:
-    """``count`` examples drawn from ``items`` with the given task mix (deterministic in ``seed``)."""
+    """``count`` examples drawn from ``items`` with the given task mix (deterministic in ``seed``). With
+    ``combos``, ``side`` "train" never uses a held-out (caption, template) combination and "test" only those."""
     weights = mix or DEFAULT_MIX
+    held = combos or HeldOutCombos()
+
+    def wording(family: str, kind: str, caption: str, table: dict[str, list[str]]) -> str:
+        return rng.choice(held.templates(f"{family}/{kind}", caption, table[kind], side if combos else "all"))
+
     if not items:
         raise DataError("no captioned media to build from")
     unknown = set(weights) - set(DEFAULT_MIX)
@@ -110,17 +150,20 @@ def build_examples(
         item = rng.choice(items)
         if task == "input":
             ex = Example(
-                rng.choice(DESCRIBE[item.kind]),
+                wording("describe", item.kind, item.caption, DESCRIBE),
                 (MediaRef(item.kind, item.path),),
                 (Invocation("text", _sentence(item.caption)),),
             )
         elif task == "output":
             target = rng.choice(MEDIA_KINDS)
-            ex = Example(rng.choice(CREATE[target]).format(c=item.caption), (), (Invocation(target, item.caption),))
+            template = wording("create", target, item.caption, CREATE)
+            ex = Example(template.format(c=item.caption), (), (Invocation(target, item.caption),))
         else:
             target = rng.choice([k for k in MEDIA_KINDS if k != item.kind])
             ex = Example(
-                rng.choice(CONVERT[target]), (MediaRef(item.kind, item.path),), (Invocation(target, item.caption),)
+                wording("convert", target, item.caption, CONVERT),
+                (MediaRef(item.kind, item.path),),
+                (Invocation(target, item.caption),),
             )
         examples.append(Example(ex.instruction, ex.media, ex.meta_response, task, f"{id_prefix}-{index:06d}"))
     return examples

@@ -1,7 +1,7 @@
 """``modaverse-train``: build data, train, export, count parameters, run the tiny recipe.
 
-modaverse-train shapes --out DIR                  render the shapes world + train/eval JSONL
-modaverse-train train --train T.jsonl --eval E.jsonl --run-dir RUN [--export OUT] [--train-base]
+modaverse-train shapes --out DIR                  render the shapes world + train/validation/test JSONL
+modaverse-train train --train T.jsonl --eval V.jsonl [--test X.jsonl] --run-dir RUN [--export OUT] [--train-base]
 modaverse-train params                            trainable parameters of the release's configuration
 modaverse-train tiny [--docs docs/training.md]    the tiny recipe, exported into the tiny profile
 """
@@ -77,8 +77,8 @@ def _cmd_shapes(args: argparse.Namespace) -> int:
     from .recipe import TinyRecipe, build_data
 
     recipe = TinyRecipe(images=args.images, audio=args.audio, video=args.video, seed=args.seed)
-    train, evaluation = build_data(args.out, recipe, Progress.create("auto"))
-    print(f"wrote {train} and {evaluation}")
+    splits = build_data(args.out, recipe, Progress.create("auto"))
+    print(f"wrote {splits.train}, {splits.validation} and {splits.test}")
     return 0
 
 
@@ -102,6 +102,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_root=args.train.parent,
         eval=read_jsonl(args.eval) if args.eval else [],
         eval_root=args.eval.parent if args.eval else args.train.parent,
+        test=read_jsonl(args.test) if args.test else [],
+        test_root=args.test.parent if args.test else None,
         base=base,
         encoder=encoder,
         run_dir=args.run_dir,
@@ -117,7 +119,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=_progress(args),
     )
     result = run(spec)
-    print(json.dumps({"trainable_parameters": result.trainable, "eval": result.final and result.final.as_dict()}))
+    scores = {"eval": result.final and result.final.as_dict(), "test": result.test and result.test.as_dict()}
+    print(json.dumps({"trainable_parameters": result.trainable, **scores}))
     return 0
 
 
@@ -149,7 +152,7 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
     summary = run_tiny(args.model_dir, args.work, recipe, force=args.force, progress=_progress(args))
     if args.docs:
         write_results(args.docs, summary)
-    print(json.dumps(summary.get("eval"), indent=2))
+    print(json.dumps({"validation": summary.get("eval"), "test": summary.get("test")}, indent=2))
     return 0
 
 
@@ -158,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     model_dir = Path(os.environ.get("MODAVERSE_MODEL_DIR", default_model_dir()))
 
-    p = sub.add_parser("shapes", help="render the shapes world and write train/eval JSONL")
+    p = sub.add_parser("shapes", help="render the shapes world and write train/validation/test JSONL")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--images", type=int, default=10000)
     p.add_argument("--audio", type=int, default=500)
@@ -168,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train on instruction JSONL and (optionally) export")
     p.add_argument("--train", type=Path, required=True)
-    p.add_argument("--eval", type=Path)
+    p.add_argument("--eval", type=Path, help="validation JSONL, evaluated while training")
+    p.add_argument("--test", type=Path, help="test JSONL, evaluated once after training")
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints + summary; resumed if present")
     p.add_argument("--cache-dir", type=Path, help="ImageBind feature cache (default <run-dir>/features)")
     p.add_argument("--export", type=Path, help="write the serving artifacts here")

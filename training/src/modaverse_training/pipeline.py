@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class RunSpec:
     train: Sequence[Example]
     train_root: Path  # media paths are relative to it
-    eval: Sequence[Example]
+    eval: Sequence[Example]  # validation: evaluated while training (the recipe is tuned on it)
     eval_root: Path
     base: str  # base LLM folder
     encoder: EncoderSettings
@@ -51,6 +51,9 @@ class RunSpec:
     device: str = "auto"
     # Where progress goes (None: from config.progress, a bar on a terminal and plain lines elsewhere).
     progress: Progress | None = None
+    # The test split: evaluated once, after training (never during it); its media are encoded with the rest.
+    test: Sequence[Example] = ()
+    test_root: Path | None = None
 
     def display(self) -> Progress:
         if self.progress is not None:
@@ -64,6 +67,7 @@ class Prepared:
     train: list[Encoded]
     train_index: list[list[int]]
     eval_vectors: list[torch.Tensor]
+    test_vectors: list[torch.Tensor]
     stats: FeatureStats
     seconds: float
     encoder: EncoderArtifacts
@@ -74,6 +78,7 @@ class RunResult:
     model: ModaVerseModel
     history: History
     final: EvalResult | None
+    test: EvalResult | None
     trainable: int
     feature_stats: FeatureStats
     feature_seconds: float
@@ -84,8 +89,9 @@ def prepare(spec: RunSpec, builder: PromptBuilder, context: int, progress: Progr
     started = time.perf_counter()
     train_media = [resolve_media(ex, spec.train_root) for ex in spec.train]
     eval_media = [resolve_media(ex, spec.eval_root) for ex in spec.eval]
+    test_media = [resolve_media(ex, spec.test_root or spec.eval_root) for ex in spec.test]
     table: dict[tuple[str, Path], int] = {}
-    for items in [*train_media, *eval_media]:
+    for items in [*train_media, *eval_media, *test_media]:
         for item in items:
             table.setdefault(item, len(table))
     cache = FeatureCache(spec.encoder, spec.cache_dir)
@@ -97,7 +103,9 @@ def prepare(spec: RunSpec, builder: PromptBuilder, context: int, progress: Progr
     train = [encode_example(builder, ex, spec.train_root, context) for ex in spec.train]
     train_index = [[table[m] for m in items] for items in train_media]
     eval_vectors = example_vectors([[table[m] for m in items] for items in eval_media], features)
-    return Prepared(features, train, train_index, eval_vectors, stats, time.perf_counter() - started, cache.artifacts)
+    test_vectors = example_vectors([[table[m] for m in items] for items in test_media], features)
+    seconds = time.perf_counter() - started
+    return Prepared(features, train, train_index, eval_vectors, test_vectors, stats, seconds, cache.artifacts)
 
 
 def run(spec: RunSpec) -> RunResult:
@@ -133,6 +141,10 @@ def run(spec: RunSpec) -> RunResult:
     if spec.eval and final is None:
         with torch_threads(spec.config.threads), progress.stage(f"evaluating on {len(spec.eval)} examples"):
             final = evaluate(model, spec.eval, data.eval_vectors, spec.config.eval_max_tokens)
+    test = None
+    if spec.test:
+        with torch_threads(spec.config.threads), progress.stage(f"evaluating on the test split ({len(spec.test)})"):
+            test = evaluate(model, spec.test, data.test_vectors, spec.config.eval_max_tokens)
     summary: dict[str, Any] = {
         "trainable_parameters": trainable,
         "steps": trainer.step,
@@ -140,6 +152,7 @@ def run(spec: RunSpec) -> RunResult:
         "feature_seconds": data.seconds,
         "final_loss": history.losses[-1] if history.losses else None,
         "eval": final.as_dict() if final else None,
+        "test": test.as_dict() if test else None,
         "config": asdict(spec.config),
         "train_base": spec.train_base,
         "whiten_scale": spec.whiten_scale,
@@ -149,4 +162,4 @@ def run(spec: RunSpec) -> RunResult:
     if spec.export_dir is not None:
         with progress.stage(f"exporting to {spec.export_dir}"):
             export(model, data.encoder, spec.export_dir, summary)
-    return RunResult(model, history, final, trainable, data.stats, data.seconds)
+    return RunResult(model, history, final, test, trainable, data.stats, data.seconds)

@@ -1,10 +1,14 @@
 """The tiny recipe: shapes world → instruction data → features → training → export into the tiny profile.
 
-Held-out split: the last ``holdout`` fraction of every caption file (media files never seen in
-training), from which the evaluation instructions are drawn with a different seed. The tiny base
-LLM is random, so this recipe trains it too (``train_base``, the one deviation from the release's
-recipe; see docs/training.md). The export goes to ``<model_dir>/tiny``, where the tiny profile's
-services load from, so the local stack then serves the trained model.
+Splits, per caption file: the last ``validation`` fraction of the media is the validation split (the
+recipe's settings were tuned on it; it was the only held-out set when they were chosen), the
+``test`` fraction before it is the test split, and the rest trains. Instructions are drawn per split
+with their own seed, and the test split's only use (caption, template) combinations that training and
+validation never use (:class:`~modaverse_training.builder.HeldOutCombos`): new media in new wordings
+of known colours and shapes. The tiny base LLM is random, so this recipe trains it too
+(``train_base``, the one deviation from the release's recipe; see docs/training.md). The export goes to
+``<model_dir>/tiny``, where the tiny profile's services load from, so the local stack then serves the
+trained model.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from modaverse_encoder.tiny import ensure_tiny_encoder
 from modaverse_llm.template import PROMPT_FORMAT
 from modaverse_llm.tiny import ensure_tiny_llm
 
-from .builder import CaptionedMedia, build_examples, read_captions
+from .benchmark import write_benchmark
+from .builder import CaptionedMedia, HeldOutCombos, Side, build_examples, read_captions
 from .export import EXPORT_INFO
 from .pipeline import RunSpec, run
 from .progress import Progress
@@ -42,6 +47,9 @@ TINY_CONFIG = TrainConfig(
     checkpoint_every=300,
     threads=1,
 )
+# Bumped when the recipe changes what an export means (2: train/validation/test splits, the test benchmark file);
+# an export of another version is retrained.
+RECIPE_VERSION = 2
 TINY_MIX = {"input": 0.5, "output": 0.3, "reasoning": 0.2}  # input-side weighted: describing is the hard part
 
 
@@ -51,9 +59,11 @@ class TinyRecipe:
     images: int = 10000
     audio: int = 300
     video: int = 60  # ~0.7 s each to encode (5 clips x 3 crops through the vision trunk)
-    holdout: float = 0.1
+    validation: float = 0.1
+    test: float = 0.1
     train_examples: int = 40000
-    eval_examples: int = 300
+    eval_examples: int = 300  # validation
+    test_examples: int = 300
     seed: int = 0
     # Unit variance per dimension. 600-step runs: describe 51.7% (scale 16) / 51.0% (scale 1, adaptor_lr
     # 1e-2), against 50.3% for 1800 steps with neither (docs/training.md).
@@ -61,13 +71,28 @@ class TinyRecipe:
     config: TrainConfig = field(default_factory=lambda: TINY_CONFIG)
 
 
-def split(items: list[CaptionedMedia], holdout: float) -> tuple[list[CaptionedMedia], list[CaptionedMedia]]:
-    cut = len(items) - max(1, round(len(items) * holdout))
-    return items[:cut], items[cut:]
+@dataclass(frozen=True)
+class Splits:
+    train: Path
+    validation: Path
+    test: Path
 
 
-def build_data(world: Path, recipe: TinyRecipe, progress: Progress | None = None) -> tuple[Path, Path]:
-    """Render the world (once) and write train.jsonl / eval.jsonl beside it."""
+def split(
+    items: list[CaptionedMedia], validation: float, test: float
+) -> tuple[list[CaptionedMedia], list[CaptionedMedia], list[CaptionedMedia]]:
+    """(train, validation, test): validation is the last ``validation`` fraction, test the ``test`` fraction
+    before it; each gets at least one item."""
+    n_val = max(1, round(len(items) * validation))
+    n_test = max(1, round(len(items) * test))
+    cut = len(items) - n_val - n_test
+    if cut < 1:
+        raise ValueError(f"{len(items)} items cannot be split into train, validation ({n_val}) and test ({n_test})")
+    return items[:cut], items[len(items) - n_val :], items[cut : len(items) - n_val]
+
+
+def build_data(world: Path, recipe: TinyRecipe, progress: Progress | None = None) -> Splits:
+    """Render the world (once) and write train.jsonl / validation.jsonl / test.jsonl beside it."""
     progress = progress if progress is not None else Progress.off()
     counts = WorldCounts(recipe.images, recipe.audio, recipe.video)
     stamp = world / "world.json"
@@ -76,20 +101,21 @@ def build_data(world: Path, recipe: TinyRecipe, progress: Progress | None = None
         with progress.stage("rendering the shapes world", total=files, unit="file") as stage:
             generate_world(world, counts, recipe.seed, on_file=stage.update)
         stamp.write_text(json.dumps({**asdict(counts), "seed": recipe.seed}) + "\n")
-    train_items: list[CaptionedMedia] = []
-    eval_items: list[CaptionedMedia] = []
+    parts: dict[str, list[CaptionedMedia]] = {"train": [], "validation": [], "test": []}
     for kind in ("image", "audio", "video"):
-        train, held = split(read_captions(world / f"{kind if kind != 'image' else 'images'}.tsv", kind), recipe.holdout)
-        train_items += train
-        eval_items += held
-    with progress.stage(f"writing {recipe.train_examples} + {recipe.eval_examples} instructions"):
-        train_ex = build_examples(
-            train_items, recipe.train_examples, mix=TINY_MIX, seed=recipe.seed + 1, id_prefix="train"
-        )
-        eval_ex = build_examples(eval_items, recipe.eval_examples, mix=TINY_MIX, seed=recipe.seed + 2, id_prefix="eval")
-        write_jsonl(world / "train.jsonl", train_ex)
-        write_jsonl(world / "eval.jsonl", eval_ex)
-    return world / "train.jsonl", world / "eval.jsonl"
+        captions = read_captions(world / f"{kind if kind != 'image' else 'images'}.tsv", kind)
+        for name, items in zip(parts, split(captions, recipe.validation, recipe.test), strict=True):
+            parts[name] += items
+    combos = HeldOutCombos(recipe.seed)
+    sizes = {"train": recipe.train_examples, "validation": recipe.eval_examples, "test": recipe.test_examples}
+    with progress.stage("writing {} + {} + {} instructions".format(*sizes.values())):
+        for offset, (name, items) in enumerate(parts.items(), start=1):
+            side: Side = "test" if name == "test" else "train"
+            examples = build_examples(
+                items, sizes[name], mix=TINY_MIX, seed=recipe.seed + offset, id_prefix=name, combos=combos, side=side
+            )
+            write_jsonl(world / f"{name}.jsonl", examples)
+    return Splits(world / "train.jsonl", world / "validation.jsonl", world / "test.jsonl")
 
 
 def run_tiny(
@@ -100,10 +126,10 @@ def run_tiny(
     out = model_dir / "tiny"
     if (out / EXPORT_INFO).is_file() and not force:
         summary: dict[str, Any] = json.loads((out / EXPORT_INFO).read_text())
-        if summary.get("prompt_format") == PROMPT_FORMAT:
+        if summary.get("prompt_format") == PROMPT_FORMAT and summary.get("recipe_version") == RECIPE_VERSION:
             log.info("trained tiny model already exported in %s (use --force to retrain)", out)
             return summary
-        log.info("the export in %s was trained on another prompt format: retraining", out)
+        log.info("the export in %s was made by another prompt format or recipe version: retraining", out)
         force = True
     started = time.perf_counter()
     if progress is None:
@@ -121,13 +147,16 @@ def run_tiny(
     from .schema import read_jsonl
 
     t0 = time.perf_counter()
-    train_path, eval_path = build_data(work / "world", recipe, progress)
+    splits = build_data(work / "world", recipe, progress)
     data_seconds = time.perf_counter() - t0
+    test = read_jsonl(splits.test)
     spec = RunSpec(
-        train=read_jsonl(train_path),
-        train_root=train_path.parent,
-        eval=read_jsonl(eval_path),
-        eval_root=eval_path.parent,
+        train=read_jsonl(splits.train),
+        train_root=splits.train.parent,
+        eval=read_jsonl(splits.validation),
+        eval_root=splits.validation.parent,
+        test=test,
+        test_root=splits.test.parent,
         base=str(_snapshot_base(llm / "base", work / "base")),
         encoder=EncoderSettings(model_dir=model_dir, profile="tiny"),
         run_dir=work / "run",
@@ -140,8 +169,14 @@ def run_tiny(
         progress=progress,
     )
     result = run(spec)
+    write_benchmark(test, splits.test.parent, out / "eval", HeldOutCombos(recipe.seed))
     summary = json.loads((out / EXPORT_INFO).read_text())
-    summary.update(data_seconds=data_seconds, total_seconds=time.perf_counter() - started, recipe=asdict(recipe))
+    summary.update(
+        data_seconds=data_seconds,
+        total_seconds=time.perf_counter() - started,
+        recipe=asdict(recipe),
+        recipe_version=RECIPE_VERSION,
+    )
     (out / EXPORT_INFO).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("tiny recipe done: %s", result.final)
     return summary

@@ -9,20 +9,33 @@ START, END = "<!-- tiny-results:start -->", "<!-- tiny-results:end -->"
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    ev = summary.get("eval") or {}
+    """Validation (what the recipe was tuned on) beside test (new media in held-out wordings); the text
+    under the table says which figure to quote."""
+    val, test = summary.get("eval") or {}, summary.get("test") or {}
     recipe = summary.get("recipe") or {}
     config = summary.get("config") or {}
 
-    def pct(key: str) -> str:
+    def pct(ev: dict[str, Any], key: str) -> str:
         return f"{100 * float(ev[key]):.1f}%" if key in ev else "n/a"
 
-    rows = [
-        ("held-out examples", f"{ev.get('count', 0)} ({ev.get('describe_count', 0)} image descriptions)"),
-        ("modality routing", pct("routing")),
-        ("exact prompt match", pct("exact")),
-        ("prompt token F1", pct("token_f1")),
-        ("colour+shape on held-out images", pct("describe")),
-        ("… colour alone / shape alone", f"{pct('describe_colour')} / {pct('describe_shape')}"),
+    def both(key: str) -> tuple[str, str]:
+        return pct(val, key), pct(test, key)
+
+    def split_size(ev: dict[str, Any]) -> str:
+        return f"{ev.get('count', 0)} ({ev.get('describe_count', 0)} image descriptions)"
+
+    scores = [
+        ("examples", (split_size(val), split_size(test))),
+        ("modality routing", both("routing")),
+        ("exact prompt match", both("exact")),
+        ("prompt token F1", both("token_f1")),
+        ("colour+shape on new images", both("describe")),
+        ("… colour alone", both("describe_colour")),
+        ("… shape alone", both("describe_shape")),
+    ]
+    lines = ["| measure | validation (tuned on) | test |", "|---|---|---|"]
+    lines += [f"| {k} | {v} | {t} |" for k, (v, t) in scores]
+    setup = [
         ("trainable parameters", f"{int(summary.get('trainable_parameters', 0)):,} (base LLM trained: tiny only)"),
         (
             "world",
@@ -36,7 +49,7 @@ def results_table(summary: dict[str, Any]) -> str:
         ("time: data / features / training", _times(summary)),
         ("time: total", f"{float(summary.get('total_seconds', 0.0)) / 60:.1f} min"),
     ]
-    lines = ["| measure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+    lines += ["", "| setup | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in setup]]
     return "\n".join(lines)
 
 
