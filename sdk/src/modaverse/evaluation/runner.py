@@ -287,6 +287,7 @@ class Evaluator:
                 video=inputs["video"],
                 timeout=self.options.timeout,
                 seed=self.options.seed,
+                meta_response_only=True,  # only the answer's text is scored: nothing is generated for it
             )
         except Exception as exc:
             out["error"] = _error(exc)
