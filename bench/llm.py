@@ -7,7 +7,10 @@ concurrencies with streaming gRPC clients. Each client sends a request, and afte
 exponentially distributed pause (mean ``--think-ms``) before the next, so arrivals are Poisson-like
 rather than in lockstep; ``max_tokens`` is drawn uniformly from [tokens/4, 7·tokens/4] (no stop
 string, so every request makes exactly that many tokens unless EOS comes first). Reports generated
-tokens/s and time to first token (TTFT) p50/p99.
+tokens/s and time to first token (TTFT) p50/p99, and from each server's Prometheus endpoint (a free
+``MODAVERSE_METRICS_PORT``, scraped as the measured window opens and closes) the mean rows per decode
+step (``modaverse_llm_step_rows``: the batch's occupancy, what continuous batching can gain at most on a
+CPU) and prefills per second (``modaverse_llm_prefills_total``: joins, each a model call of its own).
 
 Sampling: the old per-row choice (``sampling.choose_token`` in a Python loop over CPU logits, the
 release defaults) against ``BatchSampler.sample`` on the same logits, per step, for several batch
@@ -21,9 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
+import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -32,6 +38,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -71,13 +78,52 @@ def make_requests(tokens: int, hidden: int, n: int = 64) -> list[llm_pb2.Generat
 class Cell:
     tokens_per_s: float
     ttft_ms: list[float] = field(default_factory=list)
+    rows_per_step: float = math.nan  # mean rows per decode step in the window (NaN: no metrics)
+    prefills_per_s: float = math.nan
 
     def ttft(self, q: float) -> float:
         return percentile(self.ttft_ms, q)
 
 
-async def measure(target: str, concurrency: int, seconds: float, tokens: int, think_ms: float) -> Cell:
-    """``concurrency`` clients with exponential pauses; requests started in the window count."""
+Scrape = Callable[[], dict[str, float]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def prometheus(port: int) -> Scrape:
+    """A reader of the unlabelled samples a server's /metrics shows (name -> value)."""
+
+    def read() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        return {
+            s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples if not s.labels
+        }
+
+    return read
+
+
+def occupancy(before: dict[str, float], after: dict[str, float], seconds: float) -> tuple[float, float]:
+    """Mean rows per decode step and prefills per second between two scrapes (NaN where absent)."""
+
+    def delta(name: str) -> float:
+        return after[name] - before[name] if name in after and name in before else math.nan
+
+    steps = delta("modaverse_llm_step_rows_count")
+    rows = delta("modaverse_llm_step_rows_sum") / steps if steps else math.nan
+    return rows, delta("modaverse_llm_prefills_total") / seconds
+
+
+async def measure(
+    target: str, concurrency: int, seconds: float, tokens: int, think_ms: float, scrape: Scrape | None = None
+) -> Cell:
+    """``concurrency`` clients with exponential pauses; requests started in the window count.
+    ``scrape``: read the server's metrics as the window opens and closes (rows/step, prefills/s)."""
     warmup = 1.0
     ttfts: list[float] = []
     generated = [0]
@@ -104,9 +150,20 @@ async def measure(target: str, concurrency: int, seconds: float, tokens: int, th
                 if think_ms > 0:
                     await asyncio.sleep(rng.expovariate(1000.0 / think_ms))
 
-        await asyncio.gather(*(client(i) for i in range(concurrency)))
+        async def window() -> tuple[float, float]:
+            if scrape is None:
+                return math.nan, math.nan
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            before, opened = await asyncio.to_thread(scrape), time.perf_counter()
+            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+            after = await asyncio.to_thread(scrape)
+            return occupancy(before, after, time.perf_counter() - opened)
+
+        clients = asyncio.gather(*(client(i) for i in range(concurrency)))
+        rows_per_step, prefills_per_s = await window()
+        await clients
         elapsed = time.perf_counter() - measure_from
-    return Cell(generated[0] / elapsed, ttfts)
+    return Cell(generated[0] / elapsed, ttfts, rows_per_step, prefills_per_s)
 
 
 def serving(args: argparse.Namespace) -> None:
@@ -119,7 +176,9 @@ def serving(args: argparse.Namespace) -> None:
         setups.append(("vllm-cpu", str(ROOT / ".venv-vllm" / "bin" / "modaverse-llm"), {"MODAVERSE_LLM_IMPL": "vllm"}))
     results: dict[str, dict[int, Cell]] = {}
     for name, path, extra in setups:
+        port = free_port()
         env = {
+            "MODAVERSE_METRICS_PORT": str(port),
             "MODAVERSE_MAX_BATCH_SIZE": str(args.max_batch),
             "MODAVERSE_MAX_CONCURRENT_RPCS": "1024",
             "MODAVERSE_TORCH_THREADS": str(args.threads),
@@ -127,7 +186,7 @@ def serving(args: argparse.Namespace) -> None:
         }
         with LocalService(path, env=env) as server:
             results[name] = {
-                c: asyncio.run(measure(server.target, c, args.seconds, args.tokens, args.think_ms))
+                c: asyncio.run(measure(server.target, c, args.seconds, args.tokens, args.think_ms, prometheus(port)))
                 for c in args.concurrency
             }
     print(
@@ -150,10 +209,12 @@ def serving(args: argparse.Namespace) -> None:
                     cell.ttft(0.99),
                     f"{ref.ttft(0.99) / cell.ttft(0.99):.2f}x",
                     len(cell.ttft_ms),
+                    "-" if math.isnan(cell.rows_per_step) else f"{cell.rows_per_step:.1f}",
+                    "-" if math.isnan(cell.prefills_per_s) else f"{cell.prefills_per_s:.1f}",
                 ]
             )
     headers = ["scheduler", "clients", "tokens/s", "vs static", "TTFT p50 ms", "TTFT p99 ms", "p99 vs static"]
-    headers.append("requests")
+    headers += ["requests", "rows/step", "prefills/s"]
     print_table(headers, rows)
 
 

@@ -7,12 +7,22 @@ right-aligned with the rows already decoding. A step chooses every row's token a
 (``sampler.py``; each row its own sampling values and seeded generator), streams each row's delta
 (``detokenize.py`` + ``stops.py``), lets rows finish (stop string, EOS, max_tokens, context length)
 or be cancelled, and runs the rows still going through the model once. Rows that leave free their
-slot at once. Each row runs its own LoRA adapter (peft ``adapter_names``), so one batch mixes adapters.
+slot at once. Each row runs its own LoRA adapter (peft ``adapter_names``), so one batch mixes adapters;
+a model call whose rows all run one adapter (or none) takes peft's single-adapter path instead, which
+gives the same logits bit for bit where ``uniform_path_exact`` says so, without the mixed path's
+per-layer, per-call bookkeeping.
+
+Deltas (and, through the scheduler, results) for callers on an event loop are not handed over one by
+one: ``Outbox`` collects a step's and hands each loop its share in one call (one wake-up of the loop
+per step, not one per row and token), in the order they were made.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import logging
 import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +39,8 @@ from .sampler import BatchSampler
 from .stops import StopScanner
 from .types import Completion, Delta, FinishReason, PositionLogprobs, SamplingParams, TokenLogprob
 
+log = logging.getLogger(__name__)
+
 PEFT_BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
@@ -37,8 +49,11 @@ class Job:
     prompt: PreparedPrompt
     sampling: SamplingParams
     adapter: str  # a loaded peft adapter name, or PEFT_BASE
-    emit: Callable[[Delta], None]  # thread-safe: hands a delta to the caller's event loop
+    # Gets each delta, in order. Without ``loop``: called on the model thread (so it must be
+    # thread-safe). With ``loop``: called on that event loop, a step's deltas handed over together.
+    emit: Callable[[Delta], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 def steps_allowed(job: Job, context_length: int) -> int:
@@ -46,9 +61,51 @@ def steps_allowed(job: Job, context_length: int) -> int:
     return min(job.sampling.max_tokens, context_length - job.prompt.length)
 
 
+_Call = tuple[Callable[..., object], tuple[object, ...]]
+
+
+class Outbox:
+    """Work for callers' event loops, collected on the model thread and handed over by ``flush``: one
+    ``call_soon_threadsafe`` per loop, however many rows and calls it holds (each is a wake-up of the
+    loop, and both threads contend for the GIL meanwhile). A loop runs its calls in the order they
+    were posted, so a caller's deltas keep their order and come before its result."""
+
+    def __init__(self) -> None:
+        self._calls: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
+
+    def post(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
+        """``fn(*args)`` on ``loop`` at the next flush (model thread)."""
+        self._calls.setdefault(loop, []).append((fn, args))
+
+    def deliver(self, job: Job, delta: Delta) -> None:
+        """``job.emit(delta)``: now when the job has no loop, else on its loop at the next flush."""
+        if job.loop is None:
+            job.emit(delta)
+        else:
+            self.post(job.loop, job.emit, delta)
+
+    def flush(self) -> None:
+        calls, self._calls = self._calls, {}
+        for loop, batch in calls.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_run_calls, batch)
+
+
+def _run_calls(calls: list[_Call]) -> None:
+    """On a caller's loop: one call failing does not keep the others' deltas and results back."""
+    for fn, args in calls:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("llm: delivering to a caller failed")
+
+
 class _Row:
-    def __init__(self, job: Job, decode: Callable[[list[int]], str], context_length: int, order: int) -> None:
+    def __init__(
+        self, job: Job, decode: Callable[[list[int]], str], context_length: int, order: int, outbox: Outbox
+    ) -> None:
         self.job = job
+        self.outbox = outbox
         self.order = order  # admission order: the youngest row is evicted first
         self.limit = steps_allowed(job, context_length)
         self.text = IncrementalText(decode)
@@ -87,7 +144,7 @@ class _Row:
     def finish(self, reason: FinishReason) -> None:
         tail = self.scanner.flush()
         if tail and reason is not FinishReason.CANCELLED:
-            self.job.emit(Delta(tail, self.take_logprobs()))
+            self.outbox.deliver(self.job, Delta(tail, self.take_logprobs()))
         self.result = Completion(
             self.scanner.text,
             self.job.prompt.length,
@@ -109,7 +166,7 @@ class _Row:
             return
         delta = self.scanner.update(self.text.push(token))
         if delta:
-            self.job.emit(Delta(delta, self.take_logprobs()))
+            self.outbox.deliver(self.job, Delta(delta, self.take_logprobs()))
         if self.scanner.stopped:
             self.finish(FinishReason.STOP)
         elif len(self.ids) >= self.limit:
@@ -130,6 +187,11 @@ class ModelHandle:
     uses_peft: bool
     # The tokenizer's convert_ids_to_tokens (token strings for logprobs); None: decode each id alone.
     token_strings: Callable[[list[int]], list[str]] | None = None
+    # Loaded adapters for which ``uniform_path_exact`` holds (whoever loads and unloads adapters keeps it):
+    # a call whose rows all run one of them, or all none while every loaded adapter is here, skips
+    # peft's mixed-batch path.
+    uniform: set[str] = field(default_factory=set)
+    adapters_off: bool = False  # peft's adapter layers are disabled (the last call ran no adapter)
 
 
 def batch_logprobs(
@@ -171,10 +233,73 @@ def _embed_prompt(h: ModelHandle, prompt: PreparedPrompt) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def uniform_path_exact(model: Any, name: str) -> bool:
+    """Whether peft's single-adapter path (adapter ``name`` active, every row) gives bit for bit the
+    logits of its mixed-batch path (``adapter_names``, every row ``name``): plain LoRA (no variant such
+    as DoRA, no modules_to_save, no trainable tokens) on Linear layers only, whose LoRA weights have
+    the base layer's dtype. (The mixed path casts each sub-batch's LoRA output to the layer's dtype
+    before adding it; the single path adds first. peft keeps LoRA weights in float32 under a float16 or
+    bfloat16 model unless told otherwise, so on such a model the two round differently.)"""
+    from peft import PeftType
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    config = model.peft_config.get(name)
+    if config is None or config.peft_type != PeftType.LORA or getattr(config, "bias", "none") != "none":
+        return False
+    if getattr(config, "modules_to_save", None) or getattr(config, "trainable_token_indices", None):
+        return False
+    for module in model.modules():
+        if not isinstance(module, LoraLayer) or not _holds(module, name):
+            continue
+        if not isinstance(module, LoraLinear) or name in module.lora_variant:
+            return False
+        base = module.get_base_layer().weight.dtype
+        if module.lora_A[name].weight.dtype != base or module.lora_B[name].weight.dtype != base:
+            return False
+    return True
+
+
+def _holds(layer: Any, name: str) -> bool:
+    return any(name in getattr(layer, attr) for attr in layer.adapter_layer_names)
+
+
+def enable_adapter_layers(h: ModelHandle) -> None:
+    """Undo what a call that ran no adapter left (model thread): before adapters are loaded or unloaded."""
+    if h.adapters_off:
+        h.model.base_model.enable_adapter_layers()
+        h.adapters_off = False
+
+
+def _adapter_kwargs(h: ModelHandle, names: list[str]) -> dict[str, Any]:
+    """The model call's adapter keywords, the model set up for them (model thread only): peft's
+    mixed-batch path (``adapter_names``), unless every row runs the same adapter and ``h.uniform``
+    says that the single-adapter path gives the same logits. Then that adapter is made the active
+    one, or for rows that run none, peft's adapter layers are disabled. Either stays so until a call
+    needs otherwise: switching costs a walk over the model's modules, cheap next to a step but not
+    nothing (peft's ``disable_adapter()`` context, entered per call, costs more than the mixed path)."""
+    if not h.uses_peft:
+        return {}
+    first = names[0] if names else PEFT_BASE
+    uniform = all(n == first for n in names)
+    off = uniform and first == PEFT_BASE and h.uniform.issuperset(h.model.peft_config)
+    if off and not h.adapters_off:
+        h.model.base_model.disable_adapter_layers()
+        h.adapters_off = True
+    elif not off:
+        enable_adapter_layers(h)
+    if off:
+        return {}
+    if uniform and first in h.uniform:
+        if h.model.active_adapters != [first]:
+            h.model.set_adapter(first, inference_mode=True)
+        return {}
+    return {"adapter_names": names}
+
+
 def _forward(
     h: ModelHandle, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, names: list[str]
 ) -> Any:
-    kwargs: dict[str, Any] = {"adapter_names": names} if h.uses_peft else {}
     return h.model(
         inputs_embeds=embeds,
         attention_mask=mask,
@@ -182,7 +307,7 @@ def _forward(
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
-        **kwargs,
+        **_adapter_kwargs(h, names),
     )
 
 
@@ -200,6 +325,7 @@ class Engine:
         self.max_kv_tokens = max_kv_tokens  # KV positions the slabs may hold (rows × columns)
         self._orders = itertools.count()
         self._vocab = 0
+        self.outbox = Outbox()  # deltas for callers' loops; whoever steps the engine flushes it
         self._reset()
 
     def _reset(self) -> None:
@@ -245,7 +371,7 @@ class Engine:
         ``sample``). Returns their rows; a job already cancelled is finished without running.
         Raises what the model raises (e.g. out of memory), leaving the batch as it was."""
         assert not self.needs_forward, "admit between forward and sample"
-        rows = [_Row(job, self.h.decode, self.h.context_length, next(self._orders)) for job in jobs]
+        rows = [_Row(job, self.h.decode, self.h.context_length, next(self._orders), self.outbox) for job in jobs]
         for row in rows:
             if row.job.cancelled.is_set():
                 row.finish(FinishReason.CANCELLED)
@@ -265,6 +391,7 @@ class Engine:
             mask[b, width - e.shape[0] :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = _forward(h, x, mask, pos, None, [row.job.adapter for row in rows])
+        metrics.PREFILLS.inc()
         return out.past_key_values, out.logits[:, -1].float(), mask, pos[:, -1]
 
     def _join(self, rows: list[_Row]) -> None:
@@ -306,8 +433,8 @@ class Engine:
 
     # -- a step -------------------------------------------------------------------------------------
     def sample(self) -> list[_Row]:
-        """Choose every row's next token and stream it; returns the rows that finished (they have
-        left the batch)."""
+        """Choose every row's next token and stream it (deltas for callers' loops wait in
+        ``outbox`` for its flush); returns the rows that finished (they have left the batch)."""
         assert self._logits is not None and self._sampler is not None
         h = self.h
         uniforms = torch.tensor([row.uniform() for row in self.rows])
@@ -349,6 +476,7 @@ class Engine:
             self.kv.rollback()
             raise
         self.kv.commit()
+        metrics.STEP_ROWS.observe(len(self.rows))
         self._mask, self._positions = mask, positions
         self._logits, self._feed = out.logits[:, -1].float(), None
 
@@ -399,7 +527,9 @@ class Engine:
 def run_to_completion(engine: Engine) -> Iterator[_Row]:
     """Step ``engine`` until its batch is empty, yielding rows as they finish."""
     while engine.rows:
-        yield from engine.sample()
+        finished = engine.sample()
+        engine.outbox.flush()
+        yield from finished
         if engine.rows:
             engine.forward()
 

@@ -14,6 +14,9 @@ next token. Two policies decide when a waiting request joins:
 - ``static``: only once the batch is empty, all that wait (up to ``max_rows``) together; the engine's
   behaviour before continuous batching, kept to fall back on and to compare against (bench/llm.py).
 
+Running requests' deltas and outcomes go through the engine's ``Outbox``, handed over once per
+iteration: one wake-up of each caller's event loop, the deltas before the outcome.
+
 Beyond ``max_queue`` waiting requests a new one is refused at once (ResourceExhausted), as is one
 that alone would need more KV positions than allowed.
 
@@ -186,6 +189,7 @@ class Scheduler:
                 pass
         for row in self.engine.clear():
             self._fail(row.job, Unavailable("llm shut down"))
+        self.engine.outbox.flush()
         metrics.RUNNING_ROWS.set(0)
         metrics.KV_POSITIONS.set(0)
 
@@ -210,6 +214,7 @@ class Scheduler:
             self._guarded(lambda: self._admit(joining), joining)
         if engine.rows:
             self._guarded(self._sample)
+        engine.outbox.flush()  # this iteration's deltas and results: one hand-over per event loop
         metrics.RUNNING_ROWS.set(len(engine.rows))
         metrics.KV_POSITIONS.set(engine.kv_positions)
         return True
@@ -307,11 +312,14 @@ class Scheduler:
         release_memory()
 
     def _finish(self, job: Job, result: Completion) -> None:
-        request = self._running.pop(job, None)
-        if request is not None:
-            request.settle(result)
+        self._conclude(job, result)
 
     def _fail(self, job: Job, error: BaseException) -> None:
+        self._conclude(job, error)
+
+    def _conclude(self, job: Job, outcome: Completion | BaseException) -> None:
+        """A running request's outcome goes through the engine's outbox, after the deltas it made (the
+        iteration's flush hands them over together)."""
         request = self._running.pop(job, None)
         if request is not None:
-            request.settle(error)
+            self.engine.outbox.post(request.loop, _settle, request.future, outcome)

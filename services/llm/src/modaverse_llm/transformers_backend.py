@@ -21,7 +21,7 @@ from modaverse_runtime.errors import InvalidArgument
 from .artifacts import resolve_artifacts
 from .base import LLMBackend, check_adapter_folder
 from .compat import prime_transformers
-from .engine import PEFT_BASE, Engine, Job, ModelHandle
+from .engine import PEFT_BASE, Engine, Job, ModelHandle, enable_adapter_layers, uniform_path_exact
 from .prompt import PromptBuilder
 from .scheduler import Policy, Scheduler
 from .settings import LLMSettings
@@ -143,6 +143,7 @@ class TransformersBackend(LLMBackend):
 
         h = self._handle
         assert h is not None
+        enable_adapter_layers(h)  # as peft expects them when adapters change
         try:
             if h.uses_peft:
                 h.model.load_adapter(path, adapter_name=name)
@@ -152,16 +153,20 @@ class TransformersBackend(LLMBackend):
         except (ValueError, RuntimeError, KeyError, OSError) as exc:
             raise InvalidArgument(f"adapter {name!r} at {path!r} does not fit this model: {exc}") from exc
         self._adapters[name] = path
+        if uniform_path_exact(h.model, name):
+            h.uniform.add(name)
 
     def _detach(self, name: str) -> None:
         h = self._handle
         assert h is not None
+        enable_adapter_layers(h)
+        h.uniform.discard(name)
         if len(self._adapters) == 1:
             h.model = h.model.unload()  # back to the plain model: peft keeps no empty wrapper
             h.uses_peft = False
         else:
             if name in h.model.active_adapters:  # move off it first: peft warns when deleting the active one
-                h.model.set_adapter(next(n for n in self._adapters if n != name))
+                h.model.set_adapter(next(n for n in self._adapters if n != name), inference_mode=True)
             h.model.delete_adapter(name)
         del self._adapters[name]
 
@@ -197,29 +202,16 @@ class TransformersBackend(LLMBackend):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         prompt = self.prepare(request)
         adapter = self.resolve_adapter(request.adapter) or PEFT_BASE
-        loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[Delta] = asyncio.Queue()
-
-        def emit(delta: Delta) -> None:
-            loop.call_soon_threadsafe(deltas.put_nowait, delta)
-
-        job = Job(prompt, request.sampling, adapter, emit)
+        # The model thread hands this loop a step's deltas together (engine.Outbox); they land in
+        # ``events`` in order, and then the end (None), queued once ``done`` has its outcome.
+        events: asyncio.Queue[Delta | None] = asyncio.Queue()
+        job = Job(prompt, request.sampling, adapter, events.put_nowait, loop=asyncio.get_running_loop())
         done = self._running.submit(job)
-        getter: asyncio.Future[Delta] | None = None
+        done.add_done_callback(lambda _: events.put_nowait(None))
         try:
-            while not done.done():
-                getter = asyncio.ensure_future(deltas.get())
-                either: set[asyncio.Future[Any]] = {getter, done}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            while not deltas.empty():
-                yield deltas.get_nowait()
+            while (delta := await events.get()) is not None:
+                yield delta
             yield done.result()
         finally:
             job.cancelled.set()  # stops the row at the next decode step; frees its batch slot
             done.cancel()
-            if getter is not None:
-                getter.cancel()
