@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 from modaverse.cli import main as modaverse
 from modaverse.evaluation import DataError, load_records
@@ -27,6 +29,17 @@ BENCHMARK = Path("tiny") / "eval" / "shapes-test.jsonl"
 
 def benchmark_file() -> Path:
     return Path(os.environ.get("MODAVERSE_MODEL_DIR") or default_model_dir()) / BENCHMARK
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI job cancelled, ``kill``) stops the evaluation like Ctrl-C, so the stack's services stop too
+    instead of outliving this process; SIGINT is restored in case a background launch ignored it."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _interrupt_on_sigterm()
     started = time.perf_counter()
     print("starting the tiny stack (encoder, llm, generators, gateway) ...", file=sys.stderr, flush=True)
     with local_stack(profile="tiny", log_dir=ROOT / ".modaverse" / "logs", web_port=None) as stack:
