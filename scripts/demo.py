@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             for index, (title, text, images, audio) in enumerate(conversation, start=1):
                 result = client.chat(text, images=images, audio=audio, generators=fast)
                 show(f"{title}: {text!r}", result, OUTPUTS / f"{index}")
+                drawn = [m.data for m in result.media if m.mime_type.startswith("image/")]
+                if title == "text → image" and drawn:
+                    back = client.chat("What is in this image?", images=drawn[:1], meta_response_only=True)
+                    print(f"   round trip: shown its own image, the model answers {back.text.strip()!r}")
         if args.keep:
             where = f"; playground: {stack.web_url}" if stack.web_url else ""
             print(f"\nthe stack stays up (gateway {stack.target}{where}); Ctrl-C stops it", flush=True)

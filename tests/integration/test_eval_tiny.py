@@ -23,6 +23,7 @@ from modaverse.cli import main
 from modaverse.evaluation import load_records
 from modaverse_runtime.server import ModaverseServer
 from modaverse_training.benchmark import BENCHMARK_FILE
+from modaverse_training.image_generator import GeneratorTrainConfig
 from modaverse_training.recipe import TINY_CONFIG, TinyRecipe, run_tiny
 
 from . import gateway_fixtures
@@ -40,6 +41,8 @@ SHORT = TinyRecipe(
     eval_examples=40,
     test_examples=60,
     config=replace(TINY_CONFIG, steps=300, warmup=30, eval_every=0, checkpoint_every=0, progress=False),
+    # a few steps: the generator's training runs in its process beside the LLM's and is saved where it is served
+    image_generator=GeneratorTrainConfig(images=60, vae_steps=3, steps=3, threads=1),
 )
 
 
@@ -84,7 +87,12 @@ def test_the_recipe_writes_its_test_split_as_a_benchmark(served: Served) -> None
     assert {r.expected for r in records} == {"text", "image", "audio", "video"}
     assert sum(r.round_trip is not None for r in records) >= 30
     test = served.summary["test"]
-    assert test["count"] == SHORT.test_examples and served.summary["recipe_version"] >= 2
+    assert test["count"] == SHORT.test_examples and served.summary["recipe_version"] >= 3
+    trained = served.summary["image_generator"]
+    assert trained["images"] == 60  # the child's summary came back, and its pipelines are what is served:
+    for kind in ("text-to-image", "image-to-image"):
+        index = json.loads((served.model_dir / "tiny" / "generators" / kind / "model_index.json").read_text())
+        assert index["vae"] == ["diffusers", "AutoencoderKL"]
 
 
 def test_the_slice_routes_at_least_90_percent(

@@ -87,7 +87,7 @@ async def test_info(gen: RunningGenerator) -> None:
         assert info.modality == common_pb2.MODALITY_IMAGE
         assert list(info.mime_types) == ["image/png", "image/jpeg", "image/webp"]
         assert (lim["width"].default_value, lim["height"].default_value, lim["width"].maximum) == (64, 64, 256)
-        assert lim["steps"].default_value == 4
+        assert lim["steps"].default_value == 20
         assert "num_frames" not in lim and "duration_seconds" not in lim
         assert list(lim) == ["steps", "guidance_scale", "width", "height", "eta", "guidance_rescale"]
     elif kind == "text-to-video":

@@ -34,7 +34,7 @@ def test_defaults_are_filled_in_per_kind() -> None:
     image = resolve(IMAGE, seed=3)
     values = image.values
     assert (values["steps"], values["width"], values["height"], image.mime_type, image.seed) == (
-        4,
+        20,
         64,
         64,
         "image/png",

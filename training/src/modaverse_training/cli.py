@@ -149,6 +149,8 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 
     recipe = TinyRecipe()
     recipe = replace(recipe, images=args.images or recipe.images, config=_train_config(args, recipe.config))
+    if args.no_image_generator:
+        recipe = replace(recipe, image_generator=None)
     summary = run_tiny(args.model_dir, args.work, recipe, force=args.force, progress=_progress(args))
     if args.docs:
         write_results(args.docs, summary)
@@ -200,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=Path, help="write the results table into this markdown file")
     p.add_argument("--images", type=int)
     p.add_argument("--force", action="store_true", help="retrain even if an export exists")
+    p.add_argument("--no-image-generator", action="store_true", help="keep the random tiny image generator")
     _add_train_options(p)
     p.set_defaults(func=_cmd_tiny)
     return parser

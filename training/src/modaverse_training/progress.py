@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -136,6 +137,8 @@ class Progress:
         self.interval = interval
         self.width = width
         self._drawn: str | None = None  # the bar line on screen now (bar mode)
+        # Notes may come from another thread (the image generator's lines, trained alongside): one write at a time.
+        self._lock = threading.RLock()
 
     @classmethod
     def create(
@@ -173,19 +176,21 @@ class Progress:
         """A line of its own (above the bar being drawn, if any)."""
         if not self.enabled:
             return
-        redraw = self._drawn
-        self.clear_line()
-        self._write(text + "\n")
-        if redraw is not None:
-            self._draw(redraw)
+        with self._lock:
+            redraw = self._drawn
+            self.clear_line()
+            self._write(text + "\n")
+            if redraw is not None:
+                self._draw(redraw)
 
     # -- output ------------------------------------------------------------------------------------
     def _write(self, text: str) -> None:
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):  # a closed or broken stream must not stop the run
-            pass
+        with self._lock:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream must not stop the run
+                pass
 
     def _draw(self, line: str) -> None:
         self._write("\r" + line + "\x1b[K")
