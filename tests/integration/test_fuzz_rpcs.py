@@ -67,7 +67,9 @@ def targets(model_dir: Path) -> Iterator[Targets]:
     async def start() -> tuple[list[ModaverseServer], Targets]:
         enc = await start_encoder(model_dir, max_items_per_request=4, max_media_mb=1)
         llm = await start_llm(model_dir, max_tokens_cap=8, max_messages=16)
-        gen = await start_generator(model_dir, "text-to-image", max_steps=4, max_width=64, max_height=64)
+        gen = await start_generator(
+            model_dir, "text-to-image", default_steps=2, max_steps=4, max_width=64, max_height=64
+        )
         scripted, _ = await start_scripted_llm()
         gateway = await start_gateway(
             enc.target, f"127.0.0.1:{scripted.port}", {"image": gen.target}, max_media_items=4, max_turns=8
