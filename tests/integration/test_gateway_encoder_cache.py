@@ -7,6 +7,7 @@ model ran on; the LLM's requests show the rows each gateway passed on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ AUDIO = samples.make_audio(440, 1.0)
 class Stack:
     encoder: RunningEncoder
     llm: ScriptedLLM
+    llm_port: int
     cached: AsyncClient
     uncached: AsyncClient
 
@@ -53,7 +55,7 @@ async def stack(model_dir: Path) -> AsyncIterator[Stack]:
         await start_gateway(encoder.target, llm_target, encoder_cache_mb=0),
     ]
     cached, uncached = (AsyncClient(f"127.0.0.1:{g.port}", timeout=60) for g in gateways)
-    yield Stack(encoder, llm, cached, uncached)
+    yield Stack(encoder, llm, llm_server.port, cached, uncached)
     for client in (cached, uncached):
         await client.close()
     for gateway in gateways:
@@ -132,3 +134,24 @@ async def test_the_encoder_names_its_rows_with_one_id(stack: Stack) -> None:
     image = common_pb2.Media(modality=common_pb2.MODALITY_IMAGE, data=CIRCLE)
     reply = await stack.encoder.stub.Encode(encoder_pb2.EncodeRequest(media=[image]), timeout=30)
     assert len(info.encoder_id) == 24 and reply.encoder_id == info.encoder_id
+
+
+def encoder_info_calls() -> float:
+    sample = REGISTRY.get_sample_value(
+        "modaverse_requests_total", {"method": "/modaverse.encoder.v1.EncoderService/Info", "code": "OK"}
+    )
+    return sample or 0.0
+
+
+async def test_a_fully_cached_turn_checks_the_encoder_id_once_it_is_old(stack: Stack) -> None:
+    """With the id's age bound short, a turn whose media are all cached asks the real encoder's Info for its
+    id (through the gateway's replica set) and still sends it nothing to encode."""
+    gateway = await start_gateway(stack.encoder.target, f"127.0.0.1:{stack.llm_port}", encoder_id_ttl_s=0.01)
+    async with AsyncClient(f"127.0.0.1:{gateway.port}", timeout=60) as client:
+        await client.chat("What is this?", images=[SQUARE])
+        before, asked = encoder_work(), encoder_info_calls()
+        await asyncio.sleep(0.05)
+        await client.chat("And again?", images=[SQUARE])
+        assert encoder_work()[0] == before[0]  # no Encode call
+        assert encoder_info_calls() == asked + 1
+    await gateway.stop(1)

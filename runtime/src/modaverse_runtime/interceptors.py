@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
@@ -19,7 +20,8 @@ import grpc
 from grpc import aio
 
 from . import metrics
-from .errors import ModaverseError, status_for
+from .devices import release_memory
+from .errors import ModaverseError, is_out_of_memory, status_for
 from .logs import REQUEST_ID_HEADER, request_id
 from .security import RequestGuard
 
@@ -58,6 +60,16 @@ class _CallScope:
         self.code = code
         if isinstance(exc, ModaverseError):
             log.info("%s -> %s: %s", self.method, code.name, message)
+        elif is_out_of_memory(exc):
+            # Out of GPU memory outside a batcher (which releases on its own): the traceback's finished
+            # frames hold the failed call's tensors (and callers up the stack still hold the traceback).
+            # Logged as text (a log record keeps its exc_info), those frames' locals cleared, and the
+            # memory given back before answering.
+            log.error("%s ran out of GPU memory:\n%s", self.method, "".join(traceback.format_exception(exc)))
+            traceback.clear_frames(exc.__traceback__)
+            exc.__traceback__ = None
+            exc.__context__ = exc.__cause__ = None
+            release_memory()
         else:
             log.error("%s failed", self.method, exc_info=exc)
         await self.context.abort(code, message, trailing_metadata=((REQUEST_ID_HEADER, self.rid),))

@@ -105,6 +105,63 @@ async def test_rows_are_reused_only_under_the_encoder_id_they_were_made_with() -
     assert rows(reply) == [1, 2] and reply.encoder_id == "enc-2"
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_turn_fully_cached_asks_the_encoder_for_its_id_once_it_is_old() -> None:
+    """Rows are never used past a rollout the cache could not hear of: a turn whose items are all cached
+    asks for the id (Info) when it was last heard over id_ttl_s ago; within it, no call at all."""
+    encoder, clock = Encoder(), Clock()
+    asked: list[str] = []
+
+    async def identify(timeout: float | None) -> str:
+        asked.append(encoder.encoder_id)
+        return encoder.encoder_id
+
+    cache = CachingEncoder(encoder, 1 << 20, identify=identify, id_ttl_s=30.0, clock=clock)
+    await cache.encode(request(b"\1"), None)
+    clock.now = 29.0
+    await cache.encode(request(b"\1"), None)
+    assert encoder.calls == [[b"\1"]] and asked == []  # fresh: served from the cache alone
+    clock.now = 31.0
+    await cache.encode(request(b"\1"), None)
+    assert encoder.calls == [[b"\1"]] and asked == ["enc-1"]  # old: asked, same id, rows reused
+    clock.now = 40.0
+    await cache.encode(request(b"\1"), None)
+    assert asked == ["enc-1"]  # the answer counts as hearing the id
+    clock.now = 80.0
+    encoder.encoder_id = "enc-2"  # rolled out while the cache heard nothing
+    reply = await cache.encode(request(b"\1"), None)
+    assert asked == ["enc-1", "enc-2"] and encoder.calls == [[b"\1"], [b"\1"]]
+    assert reply.encoder_id == "enc-2"
+
+
+async def test_concurrent_turns_share_one_id_question_and_its_failure_is_theirs() -> None:
+    encoder, clock = Encoder(), Clock()
+    gate = asyncio.Event()
+    asked = [0]
+
+    async def identify(timeout: float | None) -> str:
+        asked[0] += 1
+        await gate.wait()
+        raise aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, aio.Metadata(), aio.Metadata(), details="down")
+
+    cache = CachingEncoder(encoder, 1 << 20, identify=identify, id_ttl_s=1.0, clock=clock)
+    await cache.encode(request(b"\1"), None)
+    clock.now = 5.0
+    turns = [asyncio.ensure_future(cache.encode(request(b"\1"), None)) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*turns, return_exceptions=True)
+    assert asked == [1]
+    assert all(isinstance(r, aio.AioRpcError) for r in results)
+
+
 async def test_an_encoder_without_an_id_gets_every_item_each_time() -> None:
     encoder = Encoder(encoder_id="")
     cache = CachingEncoder(encoder, 1 << 20)

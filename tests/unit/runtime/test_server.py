@@ -4,6 +4,7 @@ and the interceptor's error → status mapping."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 import grpc
@@ -54,6 +55,10 @@ def make_server(
     )
     settings = settings or ServerSettings(host="127.0.0.1", port=0, grace_period_s=1.0, drain_delay_s=drain_delay_s)
     return ModaverseServer(spec, settings), servicer
+
+
+async def noop() -> None:
+    return None
 
 
 async def status(channel: aio.Channel, service: str = "") -> int:
@@ -155,3 +160,46 @@ def test_connection_age_options_follow_the_settings() -> None:
         "grpc.max_connection_age_ms": 500,
         "grpc.max_connection_age_grace_ms": 10_000,
     }
+
+
+async def test_out_of_memory_outside_a_batcher_is_released_before_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that runs out of GPU memory on its own (no batcher around it): RESOURCE_EXHAUSTED, and
+    the memory its frames held is free by the time the runtime releases memory (the traceback, which
+    holds those frames, is dropped first); the server keeps serving."""
+    import torch
+
+    from modaverse_runtime import devices, interceptors
+
+    held: list[weakref.ref[torch.Tensor]] = []
+    freed: list[bool] = []
+
+    def release() -> None:
+        devices.release_memory()
+        freed.append(held[-1]() is None)
+
+    monkeypatch.setattr(interceptors, "release_memory", release)
+
+    class Hungry(Scripted):
+        async def Encode(self, request: Any, context: Any) -> encoder_pb2.EncodeResponse:
+            if not held:
+                activations = torch.zeros(1 << 16)
+                held.append(weakref.ref(activations))
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (forced by a test)")
+            return encoder_pb2.EncodeResponse()
+
+    servicer = Hungry()
+    spec = ServiceSpec(
+        "test", [SERVICE], lambda s: encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, s), noop, noop
+    )
+    server = ModaverseServer(spec, ServerSettings(host="127.0.0.1", port=0))
+    port = await server.start()
+    await server.wait_ready(5)
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+        with pytest.raises(aio.AioRpcError) as info:
+            await stub.Encode(encoder_pb2.EncodeRequest())
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "out of GPU memory" in (info.value.details() or "")
+        assert freed == [True]
+        await stub.Encode(encoder_pb2.EncodeRequest())  # still serving
+    await server.stop(grace=0)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -91,20 +92,33 @@ class Backends:
                 f"generator {name}", list(route.endpoints), self.settings.generator_wake_s
             )
 
-    async def encode(self, request: encoder_pb2.EncodeRequest, timeout: float | None) -> encoder_pb2.EncodeResponse:
+    async def _on_encoder(
+        self, rpc: Callable[[encoder_pb2_grpc.EncoderServiceStub, float | None], Any], timeout: float | None
+    ) -> Any:
+        """``await rpc(stub, seconds left)`` on an encoder replica (the replica set's retries and failover;
+        ``Any``: the generated stubs type their calls as the response itself)."""
         deadline = _deadline(timeout)
 
-        async def call(replica: Replica) -> encoder_pb2.EncodeResponse:
-            stub = encoder_pb2_grpc.EncoderServiceStub(replica.channel)
-            reply: encoder_pb2.EncodeResponse = await stub.Encode(
-                request, timeout=_left(deadline), metadata=self.metadata()
-            )
-            return reply
+        async def call(replica: Replica) -> Any:
+            return await rpc(encoder_pb2_grpc.EncoderServiceStub(replica.channel), _left(deadline))
 
         try:
             return await self.encoder.call(call, deadline=deadline)
         except aio.AioRpcError as error:
             raise downstream_error("encoder", error) from None
+
+    async def encode(self, request: encoder_pb2.EncodeRequest, timeout: float | None) -> encoder_pb2.EncodeResponse:
+        reply: encoder_pb2.EncodeResponse = await self._on_encoder(
+            lambda stub, left: stub.Encode(request, timeout=left, metadata=self.metadata()), timeout
+        )
+        return reply
+
+    async def encoder_id(self, timeout: float | None) -> str:
+        """The encoder's id, from a replica's Info (what its EncodeResponses are stamped with)."""
+        reply: encoder_pb2.InfoResponse = await self._on_encoder(
+            lambda stub, left: stub.Info(encoder_pb2.InfoRequest(), timeout=left, metadata=self.metadata()), timeout
+        )
+        return str(reply.encoder_id)
 
     async def llm_generate(
         self, request: llm_pb2.GenerateRequest, timeout: float | None

@@ -7,7 +7,10 @@ weights, dtype and transforms), sends only the items it lacks, and splices the r
 
 Rows are reused only under the id they were made with. The gateway looks items up under the id it last
 heard; if the encoder answers with another id (a rollout), the rows found are not used: the lookup runs
-again under the new id (what was just encoded is already stored under it). An encoder that reports no
+again under the new id (what was just encoded is already stored under it). A turn whose items are all
+cached sends the encoder nothing, so it would never hear of a rollout: when the id was last heard more
+than ``id_ttl_s`` ago, such a turn first asks the encoder for its id (``identify``: the Info call, one at a
+time however many turns ask). An encoder that reports no
 id gets every item sent each time. Concurrent requests for the same item share one encode: the first
 sends it, the others wait for its rows (and send it themselves if that call fails). An item the encoder
 refuses (INVALID_ARGUMENT) is reported as if the request had been sent whole: the encoder's message names
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -28,6 +32,7 @@ from modaverse_runtime.errors import InvalidArgument
 from . import metrics
 
 Encode = Callable[[encoder_pb2.EncodeRequest, float | None], Awaitable[encoder_pb2.EncodeResponse]]
+Identify = Callable[[float | None], Awaitable[str]]  # the encoder's id now (its Info)
 Key = tuple[str, bytes]  # (encoder id, item digest)
 
 _ROUNDS = 3  # lookups per request before it is sent whole (the encoder's id kept changing under it)
@@ -89,10 +94,22 @@ class RowCache:
 class CachingEncoder:
     """``encode`` as the orchestrator calls it; with ``max_bytes`` 0, every item goes to the encoder."""
 
-    def __init__(self, encode: Encode, max_bytes: int) -> None:
+    def __init__(
+        self,
+        encode: Encode,
+        max_bytes: int,
+        identify: Identify | None = None,
+        id_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._encode = encode
+        self._identify = identify
+        self._id_ttl_s = id_ttl_s
+        self._clock = clock
         self.cache = RowCache(max_bytes) if max_bytes > 0 else None
         self.encoder_id = ""  # the id the encoder last answered with
+        self._heard = -float("inf")  # when (clock) the encoder last told its id
+        self._asking: asyncio.Future[None] | None = None  # the Info call in flight
         self._in_flight: dict[Key, asyncio.Future[encoder_pb2.Embedding | None]] = {}
 
     async def encode(self, request: encoder_pb2.EncodeRequest, timeout: float | None) -> encoder_pb2.EncodeResponse:
@@ -108,6 +125,10 @@ class CachingEncoder:
             for _ in range(_ROUNDS):
                 encoder_id = self.encoder_id
                 rows, missing = self._lookup(encoder_id, items, digests)
+                if not missing and self._id_stale():
+                    await self._refresh_id(timeout)
+                    if self.encoder_id != encoder_id:
+                        continue  # rolled out since: these rows are the old encoder's
                 if missing:
                     sent.update(missing)
                     found = await self._fetch(request, encoder_id, missing, timeout)
@@ -122,6 +143,26 @@ class CachingEncoder:
             pass  # the encoder named the bad item by its place among those sent: send all, so the caller learns which
         metrics.ENCODER_CACHE.labels("miss").inc(len(set(digests)))
         return await self._encode(request, timeout)
+
+    def _id_stale(self) -> bool:
+        return self._identify is not None and self._clock() - self._heard > self._id_ttl_s
+
+    def _told(self, encoder_id: str) -> None:
+        self.encoder_id, self._heard = encoder_id, self._clock()
+
+    async def _refresh_id(self, timeout: float | None) -> None:
+        """Ask the encoder for its id; concurrent turns wait for the same answer. Its failure (the encoder
+        is down) is the turn's."""
+        assert self._identify is not None
+        if self._asking is None:
+            self._asking = asyncio.ensure_future(self._ask(self._identify, timeout))
+        await asyncio.shield(self._asking)
+
+    async def _ask(self, identify: Identify, timeout: float | None) -> None:
+        try:
+            self._told(await identify(timeout))
+        finally:
+            self._asking = None
 
     def _lookup(
         self, encoder_id: str, items: Sequence[common_pb2.Media], digests: Sequence[bytes]
@@ -179,7 +220,7 @@ class CachingEncoder:
                         assert self.cache is not None
                         self.cache.put((reply.encoder_id, d), embedding)
                     found[d] = embedding
-                self.encoder_id = reply.encoder_id
+                self._told(reply.encoder_id)
                 if reply.encoder_id != encoder_id:
                     return None
                 for d, future in mine.items():

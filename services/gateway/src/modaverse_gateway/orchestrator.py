@@ -62,7 +62,10 @@ class ChatOrchestrator:
         self.backends = backends
         self.routes = routes
         self.encoder = CachingEncoder(
-            lambda request, timeout: backends.encode(request, timeout), int(settings.encoder_cache_mb * 2**20)
+            lambda request, timeout: backends.encode(request, timeout),
+            int(settings.encoder_cache_mb * 2**20),
+            identify=lambda timeout: backends.encoder_id(timeout),
+            id_ttl_s=settings.encoder_id_ttl_s,
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_chats)
 

@@ -56,6 +56,12 @@ class GatewaySettings(ServerSettings):
     encoder_cache_mb: float = Field(
         64.0, ge=0, description="encoder rows kept by media digest so a turn encodes only its new media (LRU; 0: off)"
     )
+    encoder_id_ttl_s: float = Field(
+        30.0,
+        gt=0,
+        description="a turn whose media are all cached first asks the encoder for its id (Info) when the id was "
+        "last heard longer ago than this, so cached rows stop being used after a rollout",
+    )
 
     text_delta_interval_ms: float = Field(
         20.0, ge=0, le=1000, description="merge LLM tokens into at most one TextDelta per interval (0: every token)"
