@@ -1,23 +1,32 @@
-"""LLM engine: static vs continuous batching (and vLLM-CPU) side by side in one run, plus the cost of
-choosing tokens per decode step before and after sampling moved to the device.
+"""LLM engine: static vs continuous batching (and vLLM-CPU) side by side in one run, the cost of
+choosing tokens per decode step before and after sampling moved to the device, and what bounds the
+throughput gain on this machine.
 
-Serving: starts real ``modaverse-llm`` processes (tiny profile unless MODAVERSE_PROFILE says otherwise),
-one per scheduler (``MODAVERSE_LLM_SCHEDULER=static|continuous``), and drives each at several
+Serving (``serving``): starts real ``modaverse-llm`` processes (tiny profile unless MODAVERSE_PROFILE says
+otherwise), one per scheduler (``MODAVERSE_LLM_SCHEDULER=static|continuous``), and drives each at several
 concurrencies with streaming gRPC clients. Each client sends a request, and after it ends waits an
 exponentially distributed pause (mean ``--think-ms``) before the next, so arrivals are Poisson-like
 rather than in lockstep; ``max_tokens`` is drawn uniformly from [tokens/4, 7·tokens/4] (no stop
 string, so every request makes exactly that many tokens unless EOS comes first). Reports generated
 tokens/s and time to first token (TTFT) p50/p99, and from each server's Prometheus endpoint (a free
 ``MODAVERSE_METRICS_PORT``, scraped as the measured window opens and closes) the mean rows per decode
-step (``modaverse_llm_step_rows``: the batch's occupancy, what continuous batching can gain at most on a
-CPU) and prefills per second (``modaverse_llm_prefills_total``: joins, each a model call of its own).
+step (``modaverse_llm_step_rows``: the batch's occupancy) and prefills per second
+(``modaverse_llm_prefills_total``: joins, each a model call of its own).
 
-Sampling: the old per-row choice (``sampling.choose_token`` in a Python loop over CPU logits, the
-release defaults) against ``BatchSampler.sample`` on the same logits, per step, for several batch
-sizes and vocabularies, in this process (no model).
+In process (``in-process``): the same clients calling each engine's ``generate`` in this process: no gRPC,
+no second process; what is left is the engine.
+
+Step cost (``steps``): a decode step (sample + forward) on the model thread alone by batch rows, the line
+a + b·rows through it, and the most continuous batching can gain over static at the occupancies the
+serving run measured: tokens/s per model thread is rows / (a + b·rows), so the gain is bounded by the
+occupancy ratio only where b is small next to a (a GPU), and by much less where it is not.
+
+Sampling (``sampling``): the old per-row choice (``sampling.choose_token`` in a Python loop over CPU
+logits, the release defaults) against ``BatchSampler.sample`` on the same logits, per step, for several
+batch sizes and vocabularies, in this process (no model).
 
 Usage: python bench/llm.py [--seconds 10] [--concurrency 1 8 32] [--tokens 64] [--think-ms 100]
-[--vllm] [--sampling-only] (the vLLM rows need ``make vllm-venv``).
+[--threads 1] [--vllm] [--parts sampling serving in-process steps] (the vLLM rows need ``make vllm-venv``).
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ import asyncio
 import math
 import random
 import socket
+import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -44,9 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, percentile, print_table
 from modaverse.local import LocalService, service_executable
+from modaverse_llm import convert
+from modaverse_llm.engine import PEFT_BASE, Engine, Job
 from modaverse_llm.sampler import BatchSampler
 from modaverse_llm.sampling import choose_token
-from modaverse_llm.types import SamplingParams
+from modaverse_llm.transformers_backend import TransformersBackend, TransformersSettings
+from modaverse_llm.types import Completion, SamplingParams
 from modaverse_protos.common.v1 import common_pb2
 from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 from modaverse_runtime.tensors import from_numpy
@@ -119,58 +132,76 @@ def occupancy(before: dict[str, float], after: dict[str, float], seconds: float)
     return rows, delta("modaverse_llm_prefills_total") / seconds
 
 
-async def measure(
-    target: str, concurrency: int, seconds: float, tokens: int, think_ms: float, scrape: Scrape | None = None
+# One request by its index: (seconds to its first event, completion tokens).
+RunOne = Callable[[int], Awaitable[tuple[float, int]]]
+
+
+async def drive(
+    run_one: RunOne, requests: int, concurrency: int, seconds: float, think_ms: float, scrape: Scrape | None = None
 ) -> Cell:
     """``concurrency`` clients with exponential pauses; requests started in the window count.
     ``scrape``: read the server's metrics as the window opens and closes (rows/step, prefills/s)."""
     warmup = 1.0
     ttfts: list[float] = []
     generated = [0]
+    began = time.perf_counter()
+    measure_from, stop_at = began + warmup, began + warmup + seconds
+
+    async def client(seed: int) -> None:
+        rng = random.Random(seed)
+        await asyncio.sleep(rng.expovariate(1000.0 / think_ms) if think_ms > 0 else 0.0)
+        while (start := time.perf_counter()) < stop_at:
+            first, done = await run_one(rng.randrange(requests))
+            if start >= measure_from:
+                ttfts.append(first * 1000)
+                generated[0] += done
+            if think_ms > 0:
+                await asyncio.sleep(rng.expovariate(1000.0 / think_ms))
+
+    async def window() -> tuple[float, float]:
+        if scrape is None:
+            return math.nan, math.nan
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        before, opened = await asyncio.to_thread(scrape), time.perf_counter()
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        after = await asyncio.to_thread(scrape)
+        return occupancy(before, after, time.perf_counter() - opened)
+
+    clients = asyncio.gather(*(client(i) for i in range(concurrency)))
+    rows_per_step, prefills_per_s = await window()
+    await clients
+    elapsed = time.perf_counter() - measure_from
+    return Cell(generated[0] / elapsed, ttfts, rows_per_step, prefills_per_s)
+
+
+async def measure(
+    target: str, concurrency: int, seconds: float, tokens: int, think_ms: float, scrape: Scrape | None = None
+) -> Cell:
+    """``drive`` a server over gRPC: streaming Generate calls."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         info = await stub.Info(llm_pb2.InfoRequest())
         requests = make_requests(tokens, info.hidden_size)
-        began = time.perf_counter()
-        measure_from, stop_at = began + warmup, began + warmup + seconds
 
-        async def client(seed: int) -> None:
-            rng = random.Random(seed)
-            await asyncio.sleep(rng.expovariate(1000.0 / think_ms) if think_ms > 0 else 0.0)
-            while (start := time.perf_counter()) < stop_at:
-                first, done = 0.0, 0
-                async for reply in stub.Generate(requests[rng.randrange(len(requests))]):
-                    if not first:
-                        first = time.perf_counter() - start
-                    if reply.WhichOneof("event") == "final":
-                        done = reply.final.completion_tokens
-                if start >= measure_from:
-                    ttfts.append(first * 1000)
-                    generated[0] += done
-                if think_ms > 0:
-                    await asyncio.sleep(rng.expovariate(1000.0 / think_ms))
+        async def run_one(i: int) -> tuple[float, int]:
+            start, first, done = time.perf_counter(), 0.0, 0
+            async for reply in stub.Generate(requests[i]):
+                if not first:
+                    first = time.perf_counter() - start
+                if reply.WhichOneof("event") == "final":
+                    done = reply.final.completion_tokens
+            return first, done
 
-        async def window() -> tuple[float, float]:
-            if scrape is None:
-                return math.nan, math.nan
-            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-            before, opened = await asyncio.to_thread(scrape), time.perf_counter()
-            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
-            after = await asyncio.to_thread(scrape)
-            return occupancy(before, after, time.perf_counter() - opened)
-
-        clients = asyncio.gather(*(client(i) for i in range(concurrency)))
-        rows_per_step, prefills_per_s = await window()
-        await clients
-        elapsed = time.perf_counter() - measure_from
-    return Cell(generated[0] / elapsed, ttfts, rows_per_step, prefills_per_s)
+        return await drive(run_one, len(requests), concurrency, seconds, think_ms, scrape)
 
 
-def serving(args: argparse.Namespace) -> None:
+SCHEDULERS = ("static", "continuous")
+
+
+def serving(args: argparse.Namespace) -> dict[str, dict[int, Cell]]:
     exe = service_executable("modaverse-llm")
     setups: list[tuple[str, str, dict[str, str]]] = [
-        ("static", exe, {"MODAVERSE_LLM_SCHEDULER": "static"}),
-        ("continuous", exe, {"MODAVERSE_LLM_SCHEDULER": "continuous"}),
+        (name, exe, {"MODAVERSE_LLM_SCHEDULER": name}) for name in SCHEDULERS
     ]
     if args.vllm:
         setups.append(("vllm-cpu", str(ROOT / ".venv-vllm" / "bin" / "modaverse-llm"), {"MODAVERSE_LLM_IMPL": "vllm"}))
@@ -190,15 +221,20 @@ def serving(args: argparse.Namespace) -> None:
                 for c in args.concurrency
             }
     print(
-        f"\nllm serving, greedy, max_tokens uniform in [{args.tokens // 4}, {args.tokens * 7 // 4}], "
+        f"\nllm serving over gRPC, greedy, max_tokens uniform in [{args.tokens // 4}, {args.tokens * 7 // 4}], "
         f"pauses Exp(mean {args.think_ms:.0f} ms), {args.seconds:.0f}s per cell, server torch threads "
-        f"{args.threads}, max batch {args.max_batch}; {machine()}\n"
+        f"{args.threads or 'default'}, max batch {args.max_batch}; {machine()}\n"
     )
+    print_comparison(results, args.concurrency)
+    return results
+
+
+def print_comparison(results: dict[str, dict[int, Cell]], concurrency: Sequence[int]) -> None:
     base = results["static"]
     rows = []
-    for name, _, _ in setups:
-        for c in args.concurrency:
-            cell, ref = results[name][c], base[c]
+    for name, cells in results.items():
+        for c in concurrency:
+            cell, ref = cells[c], base[c]
             rows.append(
                 [
                     name,
@@ -216,6 +252,95 @@ def serving(args: argparse.Namespace) -> None:
     headers = ["scheduler", "clients", "tokens/s", "vs static", "TTFT p50 ms", "TTFT p99 ms", "p99 vs static"]
     headers += ["requests", "rows/step", "prefills/s"]
     print_table(headers, rows)
+
+
+def load_backend(args: argparse.Namespace, scheduler: str) -> TransformersBackend:
+    settings = TransformersSettings(
+        llm_scheduler=scheduler, torch_threads=args.threads, max_batch_size=args.max_batch, max_queue=1024
+    )
+    backend = TransformersBackend(settings)
+    backend.load()
+    return backend
+
+
+def in_process(args: argparse.Namespace) -> None:
+    """The same clients calling each engine in this process: no gRPC, no second process, so what is
+    left is the engine (its model thread and this event loop)."""
+    results = {name: engine_cells(args, name) for name in SCHEDULERS}
+    print(f"\nthe engines alone (same clients in this process, no gRPC), torch threads {args.threads or 'default'}\n")
+    print_comparison(results, args.concurrency)
+
+
+def engine_cells(args: argparse.Namespace, scheduler: str) -> dict[int, Cell]:
+    backend = load_backend(args, scheduler)
+    requests = [
+        convert.generation_request(r, backend.hidden_size, backend.dtype, backend.settings.max_media_rows)
+        for r in make_requests(args.tokens, backend.hidden_size)
+    ]
+
+    async def run_one(i: int) -> tuple[float, int]:
+        start, first, done = time.perf_counter(), 0.0, 0
+        async for event in backend.generate(requests[i]):
+            if not first:
+                first = time.perf_counter() - start
+            if isinstance(event, Completion):
+                done = event.completion_tokens
+        return first, done
+
+    async def run_all() -> dict[int, Cell]:
+        try:
+            return {c: await drive(run_one, len(requests), c, args.seconds, args.think_ms) for c in args.concurrency}
+        finally:
+            await backend.close()
+
+    cells = asyncio.run(run_all())
+    backend.unload()
+    return cells
+
+
+def step_costs(args: argparse.Namespace, occupancy: tuple[float, float] | None) -> None:
+    """A decode step's time on the model thread by rows (no clients, no event loop), the line
+    a + b·rows through it, and what that line allows continuous batching to gain over static at the
+    occupancies (rows per step) the serving run measured: tokens per second per row is rows / (a + b·rows)."""
+    backend = load_backend(args, "continuous")  # its model thread stays idle: no request is sent to it
+    request = convert.generation_request(
+        make_requests(args.tokens, backend.hidden_size)[0],
+        backend.hidden_size,
+        backend.dtype,
+        backend.settings.max_media_rows,
+    )
+    prompt = backend.prepare(request)
+    adapter = backend.resolve_adapter(request.adapter) or PEFT_BASE
+    sampling = replace(request.sampling, max_tokens=10**6)
+    table, sizes, times = [], [], []
+    with torch.inference_mode():
+        for rows in (1, 4, 8, 16, 24, 32):
+            engine = Engine(backend.handle, rows, 10**9)
+            engine.admit([Job(prompt, sampling, adapter, emit=lambda delta: None) for _ in range(rows)])
+            per_step = []
+            for step in range(40):
+                began = time.perf_counter()
+                engine.sample()
+                engine.forward()
+                if step >= 5:
+                    per_step.append((time.perf_counter() - began) * 1000)
+            ms = statistics.median(per_step)
+            sizes.append(rows)
+            times.append(ms)
+            table.append([rows, ms, ms / rows])
+    backend.unload()
+    b, a = np.polyfit(sizes, times, 1)
+    print(f"\ndecode step on the model thread alone (sample + forward, median of 35), torch threads {args.threads}\n")
+    print_table(["rows", "step ms", "ms per row"], table)
+    print(f"\nfit: step ≈ {a:.2f} ms + {b:.3f} ms × rows")
+    if occupancy is not None:
+        r_static, r_continuous = occupancy
+        ceiling = (a / r_static + b) / (a / r_continuous + b)
+        print(
+            f"at the serving run's occupancies ({r_static:.1f} rows/step static, {r_continuous:.1f} continuous, "
+            f"most clients) continuous batching can deliver at most {ceiling:.2f}x static's tokens/s on this model "
+            "thread, before any cost of its own (joins, wider attention windows, more deltas per second)"
+        )
 
 
 def old_sampling_step(logits: torch.Tensor, params: list[SamplingParams], seen: list[list[int]]) -> list[int]:
@@ -277,17 +402,30 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="mean max_tokens per request")
     parser.add_argument("--think-ms", type=float, default=100.0, help="mean pause between a client's requests")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="MODAVERSE_TORCH_THREADS of the servers")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the engines (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=50, help="sampling: calls timed per cell")
     parser.add_argument("--vllm", action="store_true", help="add vLLM-CPU rows (needs make vllm-venv)")
-    parser.add_argument("--sampling-only", action="store_true")
-    parser.add_argument("--serving-only", action="store_true")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["sampling", "serving", "in-process", "steps"],
+        default=["sampling", "serving", "in-process", "steps"],
+        help="what to run: token choice cost, serving over gRPC, the engines in this process, step cost by rows",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if not args.serving_only:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if "sampling" in args.parts:
         sampling(args)
-    if not args.sampling_only:
-        serving(args)
+    occupancy = None
+    if "serving" in args.parts:
+        served = serving(args)
+        top = max(args.concurrency)
+        occupancy = (served["static"][top].rows_per_step, served["continuous"][top].rows_per_step)
+    if "in-process" in args.parts:
+        in_process(args)
+    if "steps" in args.parts:
+        step_costs(args, occupancy)
 
 
 if __name__ == "__main__":

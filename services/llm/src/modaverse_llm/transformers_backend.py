@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 
 from modaverse_runtime.devices import resolve_device, resolve_dtype
-from modaverse_runtime.errors import InvalidArgument
+from modaverse_runtime.errors import InvalidArgument, Unavailable
 
 from .artifacts import resolve_artifacts
 from .base import LLMBackend, check_adapter_folder
@@ -118,6 +118,13 @@ class TransformersBackend(LLMBackend):
             join_wait_ms=self.settings.llm_join_wait_ms,
             admissible=lambda name: name == PEFT_BASE or (name in self._adapters and name not in self._leaving),
         )
+
+    @property
+    def handle(self) -> ModelHandle:
+        """The loaded model as the decode loop sees it (benchmarks time engine steps on it directly)."""
+        if self._handle is None:
+            raise Unavailable("llm is not loaded")
+        return self._handle
 
     def _unload(self) -> None:
         if self._scheduler is not None:
