@@ -1,7 +1,8 @@
 """Continuous batching in the LLM service (transformers backend) over real gRPC: requests join a
 running batch at the next step, rows leave at once, results do not depend on who runs alongside,
-the queue and the KV budget refuse with RESOURCE_EXHAUSTED, an out-of-memory error fails one
-request and the server serves on, and an adapter unloaded under a waiting request.
+the queue refuses with RESOURCE_EXHAUSTED and a request the KV budget can never hold with
+INVALID_ARGUMENT, an out-of-memory error fails one request and the server serves on, and an adapter
+unloaded under a waiting request.
 
 Ordering is judged from the events each test records (first delta, final, error) in the order they
 arrive, never from wall-clock times: a "long" request runs a few hundred greedy steps with a stop
@@ -378,7 +379,7 @@ async def test_kv_budget(llm_model_dir: Path) -> None:
         await first.started.wait()
         second = Run(running.stub, "second", long_request(max_tokens=150), log)  # 2 x (prompt + 150) > 250
         too_big = await Run(running.stub, "too_big", long_request(max_tokens=300), log).done()
-        assert_refused(too_big, grpc.StatusCode.RESOURCE_EXHAUSTED, "MODAVERSE_MAX_KV_TOKENS")
+        assert_refused(too_big, grpc.StatusCode.INVALID_ARGUMENT, "MODAVERSE_MAX_KV_TOKENS")
         assert "the server allows 250" in str(too_big.error.details() if too_big.error else "")
         a, b = await first.result(), await second.result()
         assert a.text == b.text and a.completion_tokens == b.completion_tokens == 150

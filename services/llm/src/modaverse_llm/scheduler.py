@@ -17,8 +17,9 @@ next token. Two policies decide when a waiting request joins:
 Running requests' deltas and outcomes go through the engine's ``Outbox``, handed over once per
 iteration: one wake-up of each caller's event loop, the deltas before the outcome.
 
-Beyond ``max_queue`` waiting requests a new one is refused at once (ResourceExhausted), as is one
-that alone would need more KV positions than allowed.
+Beyond ``max_queue`` waiting requests a new one is refused at once (ResourceExhausted: retry later);
+one that alone would need more KV positions than allowed is refused at once too (InvalidArgument:
+waiting cannot help, the request must ask for fewer tokens).
 
 Out of memory (``torch.OutOfMemoryError``): while prefilling, the joining requests fail with
 ResourceExhausted; during a step, the youngest row does and the step is retried without it. The
@@ -43,7 +44,7 @@ import torch
 
 from modaverse_runtime import metrics as runtime_metrics
 from modaverse_runtime.devices import release_memory
-from modaverse_runtime.errors import NotFound, ResourceExhausted, Unavailable
+from modaverse_runtime.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 from . import metrics
 from .engine import Engine, Job, steps_allowed
@@ -126,8 +127,8 @@ class Scheduler:
         is full, the request can never fit, or the scheduler is shut down."""
         engine = self.engine
         alone = job.prompt.length + steps_allowed(job, engine.h.context_length)
-        if alone > engine.max_kv_tokens:
-            raise ResourceExhausted(
+        if alone > engine.max_kv_tokens:  # never fits, however long it waits: the request must change
+            raise InvalidArgument(
                 f"this request needs {alone} KV-cache positions (prompt + max_tokens); the server allows "
                 f"{engine.max_kv_tokens} (MODAVERSE_MAX_KV_TOKENS): ask for fewer max_tokens"
             )
