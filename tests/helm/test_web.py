@@ -287,7 +287,7 @@ def test_ingress_values_and_public_url() -> None:
 # NetworkPolicies --------------------------------------------------------------------------------------------
 
 
-def test_web_policy_admits_http_and_reaches_only_the_gateway_and_dns() -> None:
+def test_web_policy_admits_http_and_reaches_only_the_gateway_its_replicas_and_dns() -> None:
     rendered = render(
         EXAMPLES["full-gpu"],
         (
@@ -300,18 +300,25 @@ def test_web_policy_admits_http_and_reaches_only_the_gateway_and_dns() -> None:
     policy = rendered.get("NetworkPolicy", WEB)["spec"]
     assert [n for n, labels in pods.items() if labels_match(policy["podSelector"]["matchLabels"], labels)] == [WEB]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
-    http_rule, metrics_rule = policy["ingress"]
+    http_rule, from_replicas, metrics_rule = policy["ingress"]
     assert http_rule == {
         "ports": [{"port": "http", "protocol": "TCP"}],
         "from": [{"namespaceSelector": {"matchLabels": {"role": "edge"}}}],
     }
+    # the other web replicas, asking for a generated file (MODAVERSE_FILE_PEERS), whatever webFrom says
+    (source,) = from_replicas["from"]
+    assert [n for n, labels in pods.items() if labels_match(source["podSelector"]["matchLabels"], labels)] == [WEB]
+    assert from_replicas["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
-    to_gateway, dns, extra = policy["egress"]
+    to_gateway, to_replicas, dns, extra = policy["egress"]
     (peer,) = to_gateway["to"]
     assert [n for n, labels in pods.items() if labels_match(peer["podSelector"]["matchLabels"], labels)] == [
         f"{FULLNAME}-gateway"
     ]
     assert to_gateway["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    (replica,) = to_replicas["to"]
+    assert [n for n, labels in pods.items() if labels_match(replica["podSelector"]["matchLabels"], labels)] == [WEB]
+    assert to_replicas["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert "to" not in dns and {p["port"] for p in dns["ports"]} == {53}
     assert extra == {"ports": [{"port": 443}]}
 
@@ -336,5 +343,27 @@ def test_service_monitor_scrapes_the_web_metrics() -> None:
     selector = monitor["spec"]["selector"]["matchLabels"]
     headless = rendered.get("Service", f"{WEB}-headless")
     assert labels_match(selector, headless["metadata"]["labels"])
-    assert [p["name"] for p in headless["spec"]["ports"]] == [monitor["spec"]["endpoints"][0]["port"]]
+    assert monitor["spec"]["endpoints"][0]["port"] in [p["name"] for p in headless["spec"]["ports"]]
     assert not labels_match(selector, rendered.get("Service", WEB)["metadata"]["labels"])
+
+
+# Replicas find each other's files ---------------------------------------------------------------------------
+
+
+def test_replicas_ask_each_other_for_files_through_the_headless_service() -> None:
+    rendered = render((), (*ON, "web.replicas=3", "web.port=8081"))
+    env = env_of(web_container(rendered))
+    assert env["MODAVERSE_FILE_PEERS"] == f"{WEB}-headless.{NAMESPACE}.svc.cluster.local:8081"
+    headless = rendered.get("Service", f"{WEB}-headless")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is False
+    ports = {p["name"]: p for p in headless["ports"]}
+    assert ports["http"]["port"] == 8081 and ports["http"]["targetPort"] == "http"
+    # the value the web service reads as it starts
+    settings = WebSettings(file_peers=env["MODAVERSE_FILE_PEERS"])
+    assert settings.peers == [(f"{WEB}-headless.{NAMESPACE}.svc.cluster.local", 8081)]
+    # HTTPS on the web port: no plain-HTTP peers (the service would refuse the combination)
+    tls = render((), (*ON, "web.tls.enabled=true", "web.tls.secretName=web-tls"))
+    assert "MODAVERSE_FILE_PEERS" not in env_of(web_container(tls))
+    # and a release can turn it off
+    off = render((), (*ON, "web.env.MODAVERSE_FILE_PEERS="))
+    assert env_of(web_container(off))["MODAVERSE_FILE_PEERS"] == ""

@@ -34,7 +34,11 @@ def audio(data: bytes) -> dict[str, Any]:
 def parser(**overrides: Any) -> ChatParser:
     settings = WebSettings(**overrides)
     files = {"file-known": ("image/png", PNG)}
-    fetcher = MediaFetcher(settings.media_hosts, 1.0, int(settings.max_media_mb * 2**20), files.get)
+
+    async def local_file(file_id: str) -> tuple[str, bytes] | None:
+        return files.get(file_id)
+
+    fetcher = MediaFetcher(settings.media_hosts, 1.0, int(settings.max_media_mb * 2**20), local_file)
     return ChatParser(settings, fetcher)
 
 

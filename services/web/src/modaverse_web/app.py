@@ -26,9 +26,10 @@ from modaverse_runtime.security import RequestGuard, request_guard
 
 from . import metrics
 from .errors import APIError, from_sdk, too_large
-from .files import FileStore
+from .files import FileStore, StoredFile
 from .gateway import Gateway
 from .media import MediaFetcher
+from .peers import PEER_HEADER, FilePeers
 from .requests import MODALITIES, ChatParser, check_body, parse_generation
 from .responses import DONE_LINE, ChatChunks, Generation, MediaKeeper, completion, error_event, new_id, sse
 from .settings import WebSettings
@@ -206,11 +207,24 @@ def create_app(settings: WebSettings, gateway: Gateway | None = None) -> FastAPI
     app = FastAPI(title="ModaVerse", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.web = state
     app.add_middleware(_Front, state=state)
+    peers = FilePeers(settings.peers, settings.file_peers_timeout_s)
+
+    async def find_file(file_id: str, from_peer: bool = False) -> StoredFile | None:
+        """A file this replica holds, else one a peer holds (kept here from then on); a peer's own
+        question is answered from this store alone."""
+        stored = store.get(file_id)
+        if stored is None and not from_peer:
+            stored = await peers.find(file_id)
+            if stored is not None:
+                store.adopt(stored)
+        return stored
+
+    async def media_file(file_id: str) -> tuple[str, bytes] | None:
+        stored = await find_file(file_id)
+        return (stored.mime_type, stored.data) if stored is not None else None
+
     fetcher = MediaFetcher(
-        settings.media_hosts,
-        settings.remote_media_timeout_s,
-        int(settings.max_media_mb * 2**20),
-        lambda file_id: (f.mime_type, f.data) if (f := store.get(file_id)) else None,
+        settings.media_hosts, settings.remote_media_timeout_s, int(settings.max_media_mb * 2**20), media_file
     )
     timeout = settings.request_timeout_s
 
@@ -369,7 +383,7 @@ def create_app(settings: WebSettings, gateway: Gateway | None = None) -> FastAPI
     @app.get("/v1/files/{file_id}")
     @app.get("/v1/files/{file_id}/content", include_in_schema=False)
     async def get_file(file_id: str, request: Request) -> Response:
-        stored = store.get(file_id)
+        stored = await find_file(file_id, from_peer=PEER_HEADER in request.headers)
         if stored is None:
             message = f"no file {file_id!r} (files are kept for a limited time)"
             raise APIError(404, message, type="not_found_error", code="not_found")

@@ -59,16 +59,23 @@ class FileStore:
 
     def put(self, data: bytes, mime_type: str) -> StoredFile | None:
         """Keep ``data``; None when it is larger than the whole store."""
-        if len(data) > self.max_bytes:
-            return None
-        self._expire()
-        while self._files and self._bytes + len(data) > self.max_bytes:
-            self._drop(next(iter(self._files)))
         stored = StoredFile(f"file-{secrets.token_urlsafe(16)}", mime_type, data, self._clock() + self.ttl_s)
+        return stored if self.adopt(stored) else None
+
+    def adopt(self, stored: StoredFile) -> bool:
+        """Keep ``stored`` under its own id until its own expiry (a file another replica made); False
+        when it is larger than the whole store or already expired."""
+        if len(stored.data) > self.max_bytes or stored.expires_at <= self._clock():
+            return False
+        self._expire()
+        if stored.id in self._files:
+            self._drop(stored.id)
+        while self._files and self._bytes + len(stored.data) > self.max_bytes:
+            self._drop(next(iter(self._files)))
         self._files[stored.id] = stored
-        self._bytes += len(data)
+        self._bytes += len(stored.data)
         self._report()
-        return stored
+        return True
 
     def get(self, file_id: str) -> StoredFile | None:
         self._expire()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -95,14 +95,14 @@ class MediaFetcher:
     allowed_hosts: list[str]
     timeout_s: float
     max_bytes: int
-    local_file: Callable[[str], tuple[str, bytes] | None]  # file id -> (mime, data)
+    local_file: Callable[[str], Awaitable[tuple[str, bytes] | None]]  # file id -> (mime, data): ours or a peer's
 
     async def load(self, url: str, param: str) -> tuple[str, bytes]:
         if url.startswith("data:"):
             return parse_data_url(url, param, self.max_bytes)
         parts = urlsplit(url)
         if not parts.scheme and parts.path.startswith("/v1/files/"):
-            found = self.local_file(parts.path.removeprefix("/v1/files/"))
+            found = await self.local_file(parts.path.removeprefix("/v1/files/"))
             if found is None:
                 raise APIError(404, f"{param}: {url} has expired or never existed", param=param, code="file_not_found")
             return found

@@ -18,4 +18,9 @@ CANCELLED = Counter(
 )
 FILES = Gauge("modaverse_web_files", "Generated media files kept for /v1/files")
 FILE_BYTES = Gauge("modaverse_web_file_bytes", "Bytes of generated media kept for /v1/files")
+PEER_FILES = Counter(
+    "modaverse_web_peer_file_lookups_total",
+    "Files this replica lacked and asked its peers for (MODAVERSE_FILE_PEERS), by outcome",
+    ["result"],
+)
 READY = Gauge("modaverse_web_ready", "1 while serving, 0 while draining on SIGTERM")

@@ -11,9 +11,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from modaverse_runtime.settings import ServerSettings
+
+
+def parse_peers(spec: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port…]`` (IPv6 hosts in brackets); ValueError naming a bad entry."""
+    peers = []
+    for entry in (e.strip() for e in spec.split(",")):
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"file peer {entry!r} is not host:port")
+        peers.append((host, int(port)))
+    return peers
 
 
 class WebSettings(ServerSettings):
@@ -48,6 +62,12 @@ class WebSettings(ServerSettings):
 
     files_ttl_s: float = Field(3600.0, gt=0, description="how long generated media stay at /v1/files/{id}")
     files_max_mb: float = Field(256.0, gt=0, description="generated media kept, all files together (oldest go first)")
+    file_peers: str = Field(
+        "",
+        description="host:port list of this service's other replicas (a headless Service name resolves to all) "
+        "to ask for a /v1/files link this replica does not hold; empty: none",
+    )
+    file_peers_timeout_s: float = Field(2.0, gt=0, description="time to wait for the peers' answers")
     public_url: str = Field("", description="base URL for links to /v1/files (empty: the request's own URL)")
 
     chat_model: str = Field("modaverse", min_length=1, description="model id of chat completions")
@@ -58,6 +78,25 @@ class WebSettings(ServerSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("file_peers")
+    @classmethod
+    def _peers_parse(cls, value: str) -> str:
+        parse_peers(value)
+        return value
+
+    @model_validator(mode="after")
+    def _peers_in_plain_http(self) -> WebSettings:
+        if self.file_peers and self.tls_cert_file is not None:
+            raise ValueError(
+                "MODAVERSE_FILE_PEERS asks the other replicas over plain HTTP, but this one serves HTTPS "
+                "(MODAVERSE_TLS_CERT_FILE): terminate TLS in front of the replicas, or leave the peers empty"
+            )
+        return self
+
+    @property
+    def peers(self) -> list[tuple[str, int]]:
+        return parse_peers(self.file_peers)
 
     @property
     def media_hosts(self) -> list[str]:
