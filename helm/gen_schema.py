@@ -284,6 +284,8 @@ WEB_PROPS.update(
             "items": {"type": "string", "pattern": r"^\.?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"},
         },
         "publicUrl": {"type": "string", "pattern": r"^(https?://[^\s/]+(/\S*)?)?$"},
+        # Origins whose pages may call the API from a browser (MODAVERSE_CORS_ORIGINS): scheme://host[:port], or '*'.
+        "corsOrigins": {"type": "array", "items": {"type": "string", "pattern": r"^(\*|https?://[^\s/]+)$"}},
         "auth": SECRET_FILE,
         "gatewayToken": SECRET_FILE,
         "forwardToken": BOOL,

@@ -367,3 +367,17 @@ def test_replicas_ask_each_other_for_files_through_the_headless_service() -> Non
     # and a release can turn it off
     off = render((), (*ON, "web.env.MODAVERSE_FILE_PEERS="))
     assert env_of(web_container(off))["MODAVERSE_FILE_PEERS"] == ""
+
+
+def test_cors_origins_reach_the_web_service_and_bad_ones_are_refused() -> None:
+    rendered = render(
+        (), (*ON, "web.corsOrigins[0]=https://app.example.org", "web.corsOrigins[1]=http://localhost:3000")
+    )
+    env = env_of(web_container(rendered))
+    assert env["MODAVERSE_CORS_ORIGINS"] == "https://app.example.org,http://localhost:3000"
+    assert WebSettings(cors_origins=env["MODAVERSE_CORS_ORIGINS"]).origins == [
+        "https://app.example.org",
+        "http://localhost:3000",
+    ]
+    assert "MODAVERSE_CORS_ORIGINS" not in env_of(web_container(render((), ON)))
+    assert "corsOrigins" in render_error(*ON, "web.corsOrigins[0]=https://app.example.org/path")

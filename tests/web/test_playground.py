@@ -10,7 +10,6 @@ tests skip, saying why.
 from __future__ import annotations
 
 import base64
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,23 +20,14 @@ from prometheus_client import REGISTRY
 
 from modaverse_runtime import samples
 
+from .browser import DESKTOP, chrome, require_browser
 from .stack import Stack
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (make install)")
-if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    pytest.skip(
-        f"headless Chromium not found ({CHROMIUM}, {CHROMEDRIVER}): `make test` installs the Debian packages "
-        "chromium and chromium-driver (services/web/service.mk)",
-        allow_module_level=True,
-    )
+require_browser()
 
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -67,23 +57,8 @@ document.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: t
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
-        "--autoplay-policy=no-user-gesture-required",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_script_timeout(30)
-    try:
+    with chrome(f"--window-size={DESKTOP[0]},{DESKTOP[1]}", "--autoplay-policy=no-user-gesture-required") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 90) -> Any:

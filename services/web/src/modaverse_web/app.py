@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -207,6 +208,17 @@ def create_app(settings: WebSettings, gateway: Gateway | None = None) -> FastAPI
     app = FastAPI(title="ModaVerse", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.web = state
     app.add_middleware(_Front, state=state)
+    if settings.origins:
+        # Outermost (added last): a preflight is answered before the body limit and the concurrency cap, and
+        # every answer, errors included, carries the headers a page needs to read it. Bearer tokens, not
+        # cookies, so no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],  # authorization, content-type, and what OpenAI's JavaScript client adds
+            max_age=600,
+        )
     peers = FilePeers(settings.peers, settings.file_peers_timeout_s)
 
     async def find_file(file_id: str, from_peer: bool = False) -> StoredFile | None:

@@ -9,6 +9,7 @@ drain, and ``tls_ca_file`` verifies the gateway (it turns TLS to the gateway on)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
@@ -59,6 +60,11 @@ class WebSettings(ServerSettings):
         "empty: remote URLs are refused",
     )
     remote_media_timeout_s: float = Field(10.0, gt=0, description="time to fetch one remote media URL")
+    cors_origins: str = Field(
+        "",
+        description="comma-separated origins (scheme://host[:port]) whose pages may call the API from a browser, "
+        "or '*' for any; empty: none (no CORS headers)",
+    )
 
     files_ttl_s: float = Field(3600.0, gt=0, description="how long generated media stay at /v1/files/{id}")
     files_max_mb: float = Field(256.0, gt=0, description="generated media kept, all files together (oldest go first)")
@@ -97,6 +103,18 @@ class WebSettings(ServerSettings):
     @property
     def peers(self) -> list[tuple[str, int]]:
         return parse_peers(self.file_peers)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_parse(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"CORS origin {origin!r} is not scheme://host[:port] (no path, no trailing slash)")
+        return value
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def media_hosts(self) -> list[str]:
