@@ -125,7 +125,7 @@ def info_response(info: EncoderInfo, settings: EncoderSettings) -> encoder_pb2.I
             max_audio_seconds=settings.max_audio_seconds,
             max_video_seconds=settings.max_video_seconds,
             max_message_bytes=settings.max_message_bytes,
-            max_text_chars=settings.max_text_chars if info.accepts_text else 0,
+            max_text_chars=settings.max_text_item_chars if info.accepts_text else 0,
         ),
         profile=settings.profile,
         device=info.device,

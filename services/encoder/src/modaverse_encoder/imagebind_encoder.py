@@ -146,9 +146,11 @@ class ImageBindEncoder(Encoder):
         """A text → ImageBind's text input, int64 (77,) (runs on the preprocess pool; needs ``load``)."""
         if not item.text.strip():
             raise InvalidArgument("the text is empty; send at least one non-blank character")
-        limit = self.settings.max_text_chars
+        limit = self.settings.max_text_item_chars
         if len(item.text) > limit:
-            raise InvalidArgument(f"{len(item.text)} characters of text; the limit is {limit} (max_text_chars)")
+            raise InvalidArgument(
+                f"{len(item.text)} characters of text; the limit is {limit} (MODAVERSE_MAX_TEXT_ITEM_CHARS)"
+            )
         assert self._tokenizer is not None
         return self._tokenizer(item.text)
 

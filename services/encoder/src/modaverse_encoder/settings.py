@@ -32,7 +32,9 @@ class EncoderSettings(ServerSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_audio_seconds: float = Field(300.0, gt=0)
     max_video_seconds: float = Field(300.0, gt=0)
-    max_text_chars: int = Field(
+    # Not MODAVERSE_MAX_TEXT_CHARS: that is the gateway's limit on a whole request's text, and one
+    # variable set for every service (Helm's global.env) must not mean two things.
+    max_text_item_chars: int = Field(
         2000, ge=1, le=1_000_000, description="characters of one text item (ImageBind reads its first 75 tokens)"
     )
 
