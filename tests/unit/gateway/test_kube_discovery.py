@@ -21,8 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from kubernetes import client
 
 from modaverse_gateway.discovery import ChannelConfig
-from modaverse_gateway.kube_discovery import EndpointReplica, KubernetesDiscovery, ServiceRef, SliceView
-from modaverse_gateway.replicas import ReplicaSet
+from modaverse_gateway.kube_discovery import KubernetesDiscovery, ServiceRef, SliceView
+from modaverse_gateway.replicas import Replica, ReplicaSet
 from modaverse_runtime.errors import FailedPrecondition
 from tests.integration.in_process import free_port
 from tests.kube.apiserver import Endpoint, KubeApiServer, endpoint_slice
@@ -130,7 +130,7 @@ async def test_a_replica_set_follows_the_ready_endpoints_and_drains_the_ones_tha
         apiserver.put(endpoint_slice(NS, SERVICE, [Endpoint(FIRST), Endpoint(SECOND)], port))
         assert await _until(lambda: _targets(replica_set) == [first, second]) < 2.0
         added = replica_set.replicas[1]
-        assert isinstance(added, EndpointReplica) and added.authority == f"{SERVICE}.{NS}.svc.cluster.local"
+        assert isinstance(added, Replica) and added.authority == f"{SERVICE}.{NS}.svc.cluster.local"
 
         # A call in flight on the second pod (a health Watch stream stays open), then the pod starts terminating.
         stream = health_pb2_grpc.HealthStub(added.channel).Watch(health_pb2.HealthCheckRequest(service="x"))
@@ -212,8 +212,8 @@ async def test_pods_are_dialled_under_the_service_name_over_tls(tmp_path: Path) 
     port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
     await server.start()
     config = ChannelConfig(credentials=grpc.ssl_channel_credentials(root_certificates=ca.read_bytes()))
-    named = EndpointReplica(f"ipv4:127.0.0.1:{port}", config, authority=name)
-    unnamed = EndpointReplica(f"ipv4:127.0.0.1:{port}", config)
+    named = Replica(f"ipv4:127.0.0.1:{port}", config, authority=name)
+    unnamed = Replica(f"ipv4:127.0.0.1:{port}", config)
     try:
         reply = await health_pb2_grpc.HealthStub(named.channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING

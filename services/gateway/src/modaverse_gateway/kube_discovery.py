@@ -39,7 +39,6 @@ from kubernetes import client, config, watch
 
 from modaverse_runtime.errors import FailedPrecondition
 
-from .discovery import open_channel
 from .replicas import Replica, ReplicaSet
 
 log = logging.getLogger(__name__)
@@ -136,19 +135,6 @@ def _status_message(error: client.ApiException) -> str:
 def ready_targets(slices: Mapping[str, SliceView], service_port: int) -> list[str]:
     """The gRPC targets of a Service's ready endpoints over all its slices, sorted, without duplicates."""
     return sorted({target for view in slices.values() for target in view.ready_targets(service_port)})
-
-
-@dataclass
-class EndpointReplica(Replica):
-    """One pod of a Service: its channel dials the pod's address under the Service's DNS name."""
-
-    authority: str = ""
-
-    @property
-    def channel(self) -> aio.Channel:
-        if self._channel is None:
-            self._channel = open_channel(self.target, self.config, self.authority)
-        return self._channel
 
 
 class SliceWatch:
@@ -304,7 +290,8 @@ class _Followed:
             assert ref is not None
             for target in targets:
                 if target not in self.pool:
-                    self.pool[target] = EndpointReplica(target, replica.config, authority=ref.host)
+                    # the pod, dialled under the Service's name
+                    self.pool[target] = Replica(target, replica.config, authority=ref.host)
                 chosen.append(self.pool[target])
         unique = list({id(r): r for r in chosen}.values())
         current = {r.target for r in unique}
@@ -461,11 +448,11 @@ class KubernetesDiscovery:
         for followed in self._followed.values():
             for key, (replica, since) in list(followed.retired.items()):
                 self._retire(replica)
-                if now - since > 2 * self._drain_s and replica._channel is None:
+                if now - since > 2 * self._drain_s and not replica.has_channel:
                     del followed.retired[key]
 
     def _retire(self, replica: Replica) -> None:
-        channel, replica._channel = replica._channel, None
+        channel = replica.detach_channel()
         if channel is None or self._loop is None:
             return
         task = self._loop.create_task(channel.close(self._drain_s))
@@ -491,7 +478,7 @@ class KubernetesDiscovery:
             self._sweeper.cancel()
         for followed in self._followed.values():
             for replica, _ in followed.retired.values():
-                if replica._channel is not None:
+                if replica.has_channel:
                     await replica.close()
         draining = list(self._draining)
         await asyncio.gather(*(channel.close() for channel in draining), return_exceptions=True)

@@ -83,18 +83,31 @@ class Replica:
     target: str
     config: ChannelConfig = field(default_factory=ChannelConfig)
     failed_at: float = -1e9
+    # The name the channel presents (HTTP/2 :authority, TLS server name) when ``target`` is an address: a
+    # pod dialled under its Service's DNS name (kube_discovery.py). Empty: the target's own.
+    authority: str = ""
     _channel: aio.Channel | None = field(default=None, repr=False)
 
     @property
     def channel(self) -> aio.Channel:
+        """The replica's channel, opened on first use (again after ``detach_channel``)."""
         if self._channel is None:
-            self._channel = open_channel(self.target, self.config)
+            self._channel = open_channel(self.target, self.config, self.authority)
         return self._channel
 
+    @property
+    def has_channel(self) -> bool:
+        return self._channel is not None
+
+    def detach_channel(self) -> aio.Channel | None:
+        """Hand over the open channel (to be closed by the caller, e.g. once its calls drain) and forget it."""
+        channel, self._channel = self._channel, None
+        return channel
+
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        channel = self.detach_channel()
+        if channel is not None:
+            await channel.close()
 
 
 class ReplicaSet:
