@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from modaverse_training.cli import _progress_mode, build_parser
-from modaverse_training.progress import Progress, Snapshot, estimate, format_duration, format_metric, render_line
+from modaverse_training.progress import Progress, Snapshot, estimate, format_metric, render_line
 
 
 class FakeClock:
@@ -41,14 +41,6 @@ def clock() -> FakeClock:
 
 
 # Formatting and the estimate ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0, "0s"), (0.4, "0s"), (42, "42s"), (59.6, "1:00"), (187, "3:07"), (3723, "1:02:03"), (-5, "0s")],
-)
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
 
 
 def test_format_metric_keeps_small_learning_rates_readable() -> None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, TextIO
 
+from modaverse.durations import format_duration
+
 Mode = Literal["bar", "lines", "off"]
 MODES = ("auto", "bar", "lines", "off")  # what ``--progress`` takes
 Metric = float | int | str
@@ -33,18 +35,6 @@ Metric = float | int | str
 BAR_WIDTH = 20
 REDRAW_EVERY_S = 0.1  # a terminal line is redrawn at most this often (plus on every status change)
 LINES_EVERY_S = 20.0  # a plain line per stage this often
-
-
-def format_duration(seconds: float) -> str:
-    """``42s``, ``3:07``, ``1:02:03`` (rounded to whole seconds)."""
-    total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}:{minutes:02d}:{secs:02d}"
-    if minutes:
-        return f"{minutes}:{secs:02d}"
-    return f"{secs}s"
 
 
 def format_metric(value: Metric) -> str:

@@ -13,19 +13,13 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from ..durations import format_duration
+
+__all__ = ["RunProgress", "format_duration", "render"]
+
 BAR_WIDTH = 20
 REDRAW_EVERY_S = 0.2
 LINES_EVERY_S = 10.0
-
-
-def format_duration(seconds: float) -> str:
-    """``42s``, ``3:07``, ``1:02:03``."""
-    total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}:{minutes:02d}:{secs:02d}"
-    return f"{minutes}:{secs:02d}" if minutes else f"{secs}s"
 
 
 def render(done: int, total: int, elapsed: float, made: int, failed: int, *, bar: bool) -> str:

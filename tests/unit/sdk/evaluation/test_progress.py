@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 
-from modaverse.evaluation.progress import RunProgress, format_duration, render
+import pytest
+
+from modaverse.durations import format_duration
+from modaverse.evaluation.progress import RunProgress, render
 
 
 class Clock:
@@ -21,7 +24,15 @@ def test_render_shows_done_total_rate_time_left_and_failures() -> None:
     assert "time left: measuring" in render(3, 10, 5.0, 0, 0, bar=False)  # resumed: 3 done before this run
     assert render(10, 10, 65.0, 10, 0, bar=False).endswith("1:05 elapsed | 0 failed")
     assert "20 s/rec" in render(1, 10, 20.0, 1, 0, bar=False)
-    assert format_duration(3723) == "1:02:03"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (0.4, "0s"), (42, "42s"), (59.6, "1:00"), (187, "3:07"), (3723, "1:02:03"), (-5, "0s")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    """The SDK's eval progress and training's progress show durations alike."""
+    assert format_duration(seconds) == text
 
 
 def test_lines_mode_prints_a_line_every_interval() -> None:
