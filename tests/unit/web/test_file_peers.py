@@ -111,10 +111,14 @@ async def test_a_peers_question_is_answered_from_its_own_store_only() -> None:
 
 async def test_unknown_and_malformed_ids_are_not_found() -> None:
     async with replicas(2) as (a, _), httpx.AsyncClient() as http:
-        before = lookups("not_found")
-        unknown = await http.get(f"{a.url}/v1/files/file-{secrets.token_urlsafe(16)}")
+        before, known = lookups("not_found"), lookups("known_missing")
+        made_up = f"{a.url}/v1/files/file-{secrets.token_urlsafe(16)}"
+        unknown = await http.get(made_up)
         assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
         assert lookups("not_found") == before + 1  # both replicas were asked
+        again = await http.get(made_up)  # asked again at once: the peers are not asked again
+        assert again.status_code == 404
+        assert lookups("not_found") == before + 1 and lookups("known_missing") == known + 1
         malformed = await http.get(f"{a.url}/v1/files/file-short")
         assert malformed.status_code == 404
         assert lookups("not_found") == before + 1  # not worth asking anyone

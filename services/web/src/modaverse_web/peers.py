@@ -17,8 +17,9 @@ import logging
 import re
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -36,11 +37,30 @@ _MAX_AGE = re.compile(r"max-age=(\d+)")
 class FilePeers:
     peers: Sequence[tuple[str, int]]
     timeout_s: float
+    # Ids no peer had, for a short while: links to expired files (or made-up ids) asked again and again
+    # must not make every replica ask every other each time. An id is random and handed out only once its
+    # file exists, so "nobody had it" stays true, except when a peer did not answer: hence the short time.
+    missing_for_s: float = 10.0
+    max_missing: int = 4096
+    _missing: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
 
     async def find(self, file_id: str) -> StoredFile | None:
         """The file from the first peer that has it; None when none does (or none answers in time)."""
         if not self.peers or not FILE_ID.fullmatch(file_id):
             return None
+        missed = self._missing.get(file_id)
+        if missed is not None and time.monotonic() - missed < self.missing_for_s:
+            metrics.PEER_FILES.labels("known_missing").inc()
+            return None
+        found = await self._find(file_id)
+        if found is None:
+            self._missing[file_id] = time.monotonic()
+            self._missing.move_to_end(file_id)
+            while len(self._missing) > self.max_missing:
+                self._missing.popitem(last=False)
+        return found
+
+    async def _find(self, file_id: str) -> StoredFile | None:
         addresses = await self._addresses()
         if not addresses:
             metrics.PEER_FILES.labels("no_peers").inc()
