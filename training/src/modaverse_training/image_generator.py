@@ -116,14 +116,6 @@ class GeneratorTrainConfig:
     # ends up swollen, the background tinted). So there the conditional target is the unconditional mean plus
     # 1/guidance_scale of the way to the image; guided, the step aims at the caption's mean. 1: off.
     guidance_scale: float = 1.0
-    # From this timestep on, x_t is made from the image recoloured at random (TrainingSet.recoloured: the same
-    # shape, place and background) while the target stays the captioned image's: epsilon = (x_t - sqrt(abar)
-    # x0) / sqrt(1 - abar). The schedule's terminal SNR is not zero, so at high noise a shape's colour is still
-    # plain in x_t (at t=999 its mean over a 64 px shape is ~3 noise deviations away); trained on the true x_t
-    # alone, the model reads the colour from there, and from sampling's pure noise draws a random one. This way
-    # the colour must come from the prompt; place and shape may still come from x_t. 1000 (or no recoloured
-    # images): off.
-    recolour_from: int = 1000
     ema_decay: float = 0.999  # the saved denoiser is the exponential moving average; 0: the last weights
     max_grad_norm: float = 1.0
     encode_batch_size: int = 128
@@ -134,31 +126,24 @@ class GeneratorTrainConfig:
 
 @dataclass
 class TrainingSet:
-    """Captioned images: ``pixels`` is uint8 (N, 3, H, W); ``captions[i]`` describes image i. ``recoloured``
-    (optional, as ``pixels``): each image again with its shape in a random colour, all else the same."""
+    """Captioned images: ``pixels`` is uint8 (N, 3, H, W); ``captions[i]`` describes image i."""
 
     pixels: torch.Tensor
     captions: list[str]
-    recoloured: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for pixels in (self.pixels, self.recoloured):
-            if pixels is None:
-                continue
-            if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
-                raise ValueError(f"images must be uint8 (N, 3, H, W), not {pixels.dtype} {tuple(pixels.shape)}")
-            if len(pixels) != len(self.captions):
-                raise ValueError(f"{len(self.captions)} captions for {len(pixels)} images")
+        pixels = self.pixels
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"images must be uint8 (N, 3, H, W), not {pixels.dtype} {tuple(pixels.shape)}")
+        if len(pixels) != len(self.captions):
+            raise ValueError(f"{len(self.captions)} captions for {len(pixels)} images")
 
     def __len__(self) -> int:
         return len(self.captions)
 
-    def batch(self, index: torch.Tensor, recoloured: bool = False) -> torch.Tensor:
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
         """Images ``index`` as floats in [-1, 1] (the VAE's range)."""
-        pixels = self.recoloured if recoloured else self.pixels
-        if pixels is None:
-            raise ValueError("this training set has no recoloured images")
-        return pixels[index].float() / 127.5 - 1.0
+        return self.pixels[index].float() / 127.5 - 1.0
 
     @classmethod
     def from_images(cls, images: Sequence[Image.Image], captions: Sequence[str], size: int) -> TrainingSet:
@@ -187,23 +172,18 @@ def render_training_set(
     on_image: Callable[[], None] | None = None,
 ) -> TrainingSet:
     """``count`` shapes-world images, every colour x shape pair in turn, rendered at ``render_size`` (the
-    describer's world) and downsampled to ``size``, and each again in a random colour (``recoloured``);
-    deterministic for the seed."""
-    rng, colours = random.Random(seed), random.Random(seed + 1)
+    describer's world) and downsampled to ``size``; deterministic for the seed."""
+    rng = random.Random(seed)
     pairs = [(color, shape) for color in COLORS for shape in SHAPES]
     pixels = np.empty((count, 3, size, size), dtype=np.uint8)
-    recoloured = np.empty_like(pixels)
     captions = []
     for i in range(count):
         color, shape = pairs[i % len(pairs)]
-        same = random.Random()
-        same.setstate(rng.getstate())  # the same background, place and size
         pixels[i] = _to_array(render_image(shape, color, rng, render_size), size)
-        recoloured[i] = _to_array(render_image(shape, colours.choice(COLORS), same, render_size), size)
         captions.append(f"a {color} {shape}")
         if on_image is not None:
             on_image()
-    return TrainingSet(torch.from_numpy(pixels), captions, torch.from_numpy(recoloured))
+    return TrainingSet(torch.from_numpy(pixels), captions)
 
 
 def generator_dirs(model_dir: Path, kinds: Sequence[str] = KINDS) -> dict[str, Path]:
@@ -265,16 +245,13 @@ def train_image_generator(
             vae_losses = train_autoencoder(pipe.vae, data, config, gen, progress, device)
         with timer.phase("latents"):
             mean, std = encode_latents(pipe.vae, data, config.encode_batch_size, progress, device)
-            recoloured = None
-            if data.recoloured is not None and config.recolour_from < 1000:
-                recoloured, _ = encode_latents(pipe.vae, data, config.encode_batch_size, progress, device, True)
         latent_std = float(mean.std())
         scaling = 1.0 / latent_std
         pipe.vae.register_to_config(scaling_factor=scaling)
         with timer.phase("text encoder"):
             text_losses = warm_up_text_encoder(pipe, data.captions, config, progress, device)
         with timer.phase("denoiser"):
-            unet_losses = train_denoiser(pipe, data.captions, mean, std, recoloured, config, gen, progress, device)
+            unet_losses = train_denoiser(pipe, data.captions, mean, std, config, gen, progress, device)
         with timer.phase("save"), progress.stage("saving generator", total=len(out_dirs), unit="pipeline") as stage:
             pipe.to(torch.device("cpu"))
             for kind, folder in out_dirs.items():
@@ -353,15 +330,13 @@ def encode_latents(
     batch_size: int,
     progress: Progress,
     device: torch.device,
-    recoloured: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The posterior mean and standard deviation of every image's latent (unscaled), on the CPU."""
     means, stds = [], []
-    label = "encoding recoloured generator latents" if recoloured else "encoding generator latents"
-    with progress.stage(label, total=len(data), unit="image") as stage:
+    with progress.stage("encoding generator latents", total=len(data), unit="image") as stage:
         for start in range(0, len(data), batch_size):
             index = torch.arange(start, min(start + batch_size, len(data)))
-            posterior = vae.encode(data.batch(index, recoloured).to(device)).latent_dist
+            posterior = vae.encode(data.batch(index).to(device)).latent_dist
             means.append(posterior.mean.cpu())
             stds.append(posterior.std.cpu())
             stage.update(len(index))
@@ -410,7 +385,6 @@ def train_denoiser(
     captions: Sequence[str],
     mean: torch.Tensor,
     std: torch.Tensor,
-    recoloured: torch.Tensor | None,
     config: GeneratorTrainConfig,
     gen: torch.Generator,
     progress: Progress,
@@ -459,12 +433,6 @@ def train_denoiser(
             states = text_encoder(token_ids)[0] if frozen_states is None else frozen_states
             noisy = noise_schedule.add_noise(latents, noise, t)
             target = noise
-            if recoloured is not None and bool((t >= config.recolour_from).any()):
-                other = (recoloured[index] * scaling).to(device)
-                swap = (t >= config.recolour_from).view(-1, 1, 1, 1)
-                a = alphas[t].view(-1, 1, 1, 1)
-                noisy = torch.where(swap, noise_schedule.add_noise(other, noise, t), noisy)
-                target = torch.where(swap, (noisy - a.sqrt() * latents) / (1 - a).sqrt(), noise)
             free = (t >= config.signal_free_from).view(-1, 1, 1, 1)
             if bool(free.any()):
                 a = alphas[t].view(-1, 1, 1, 1)
