@@ -40,10 +40,11 @@ import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -65,6 +66,7 @@ from modaverse_protos.llm.v1 import llm_pb2, llm_pb2_grpc
 from modaverse_runtime.tensors import from_numpy
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 NEVER = "\x00never\x00"  # no early stop: every request makes its max_tokens (or hits EOS)
 
 
@@ -174,6 +176,17 @@ async def drive(
     return Cell(generated[0] / elapsed, ttfts, rows_per_step, prefills_per_s)
 
 
+async def first_and_tokens(events: AsyncIterable[T], tokens: Callable[[T], int | None]) -> tuple[float, int]:
+    """Run one request's stream to its end: (seconds to its first event, the completion tokens that
+    ``tokens`` reads off its final event)."""
+    start, first, done = time.perf_counter(), 0.0, 0
+    async for event in events:
+        if not first:
+            first = time.perf_counter() - start
+        done = tokens(event) or done
+    return first, done
+
+
 async def measure(
     target: str, concurrency: int, seconds: float, tokens: int, think_ms: float, scrape: Scrape | None = None
 ) -> Cell:
@@ -183,14 +196,11 @@ async def measure(
         info = await stub.Info(llm_pb2.InfoRequest())
         requests = make_requests(tokens, info.hidden_size)
 
+        def final_tokens(reply: llm_pb2.GenerateResponse) -> int | None:
+            return reply.final.completion_tokens if reply.WhichOneof("event") == "final" else None
+
         async def run_one(i: int) -> tuple[float, int]:
-            start, first, done = time.perf_counter(), 0.0, 0
-            async for reply in stub.Generate(requests[i]):
-                if not first:
-                    first = time.perf_counter() - start
-                if reply.WhichOneof("event") == "final":
-                    done = reply.final.completion_tokens
-            return first, done
+            return await first_and_tokens(stub.Generate(requests[i]), final_tokens)
 
         return await drive(run_one, len(requests), concurrency, seconds, think_ms, scrape)
 
@@ -279,13 +289,9 @@ def engine_cells(args: argparse.Namespace, scheduler: str) -> dict[int, Cell]:
     ]
 
     async def run_one(i: int) -> tuple[float, int]:
-        start, first, done = time.perf_counter(), 0.0, 0
-        async for event in backend.generate(requests[i]):
-            if not first:
-                first = time.perf_counter() - start
-            if isinstance(event, Completion):
-                done = event.completion_tokens
-        return first, done
+        return await first_and_tokens(
+            backend.generate(requests[i]), lambda e: e.completion_tokens if isinstance(e, Completion) else None
+        )
 
     async def run_all() -> dict[int, Cell]:
         try:
@@ -312,9 +318,10 @@ def step_costs(args: argparse.Namespace, occupancy: tuple[float, float] | None) 
     prompt = backend.prepare(request)
     adapter = backend.resolve_adapter(request.adapter) or PEFT_BASE
     sampling = replace(request.sampling, max_tokens=10**6)
-    table, sizes, times = [], [], []
+    sizes = (1, 4, 8, 16, 24, 32)
+    table, times = [], []
     with torch.inference_mode():
-        for rows in (1, 4, 8, 16, 24, 32):
+        for rows in sizes:
             engine = Engine(backend.handle, rows, 10**9)
             engine.admit([Job(prompt, sampling, adapter, emit=lambda delta: None) for _ in range(rows)])
             per_step = []
@@ -325,12 +332,14 @@ def step_costs(args: argparse.Namespace, occupancy: tuple[float, float] | None) 
                 if step >= 5:
                     per_step.append((time.perf_counter() - began) * 1000)
             ms = statistics.median(per_step)
-            sizes.append(rows)
             times.append(ms)
             table.append([rows, ms, ms / rows])
     backend.unload()
     b, a = np.polyfit(sizes, times, 1)
-    print(f"\ndecode step on the model thread alone (sample + forward, median of 35), torch threads {args.threads}\n")
+    print(
+        "\ndecode step on the model thread alone (sample + forward, median of 35), "
+        f"torch threads {args.threads or 'default'}\n"
+    )
     print_table(["rows", "step ms", "ms per row"], table)
     print(f"\nfit: step ≈ {a:.2f} ms + {b:.3f} ms × rows")
     if occupancy is not None:
