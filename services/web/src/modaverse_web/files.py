@@ -8,6 +8,8 @@ first. A file larger than the whole store is not kept (the response carries it i
 
 from __future__ import annotations
 
+import math
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -28,6 +30,9 @@ EXTENSIONS = {
     "audio/flac": "flac",
     "audio/ogg": "ogg",
 }
+
+ID_BYTES = 16  # random bytes in a file id: 128 bits, the capability to read it
+FILE_ID = re.compile(rf"file-[A-Za-z0-9_-]{{{math.ceil(ID_BYTES * 4 / 3)}}}")  # what ``put`` makes (url-safe base64)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class FileStore:
 
     def put(self, data: bytes, mime_type: str) -> StoredFile | None:
         """Keep ``data``; None when it is larger than the whole store."""
-        stored = StoredFile(f"file-{secrets.token_urlsafe(16)}", mime_type, data, self._clock() + self.ttl_s)
+        stored = StoredFile(f"file-{secrets.token_urlsafe(ID_BYTES)}", mime_type, data, self._clock() + self.ttl_s)
         return stored if self.adopt(stored) else None
 
     def adopt(self, stored: StoredFile) -> bool:

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from . import metrics
-from .files import StoredFile
+from .files import FILE_ID, StoredFile
 
 log = logging.getLogger(__name__)
 
 PEER_HEADER = "x-modaverse-file-peer"
-FILE_ID = re.compile(r"file-[A-Za-z0-9_-]{22}")  # files.py: "file-" + token_urlsafe(16)
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 
 
