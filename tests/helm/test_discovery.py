@@ -12,6 +12,7 @@ import yaml
 
 from modaverse_gateway.kube_discovery import ServiceRef
 from modaverse_gateway.settings import GatewaySettings
+from modaverse_runtime.settings import comma_list
 from tests.helm.chart import EXAMPLES, FULLNAME, NAMESPACE, env_of, iter_pod_templates, main_container, render
 
 KUBERNETES = ("gateway.discovery=kubernetes",)
@@ -65,7 +66,7 @@ def test_every_gateway_target_names_a_rendered_service_on_its_grpc_port(monkeypa
         settings = GatewaySettings()
     assert settings.discovery == "kubernetes" and settings.kubeconfig is None  # in-cluster: the mounted token
     routes = yaml.safe_load(rendered.get("ConfigMap", f"{FULLNAME}-routes")["data"]["routes.yaml"])["generators"]
-    targets = [*GatewaySettings.split(settings.encoder_targets), *GatewaySettings.split(settings.llm_targets)]
+    targets = [*comma_list(settings.encoder_targets), *comma_list(settings.llm_targets)]
     targets += [t for route in routes.values() for t in route["endpoints"]]
     assert len(targets) == 2 + len(routes) >= 4
     for target in targets:

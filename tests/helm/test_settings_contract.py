@@ -12,7 +12,7 @@ from modaverse_gateway.settings import GatewaySettings
 from modaverse_generators.settings import GeneratorSettings
 from modaverse_llm.service import settings_class
 from modaverse_llm.settings import LLMSettings
-from modaverse_runtime.settings import ServerSettings
+from modaverse_runtime.settings import ServerSettings, comma_list
 from modaverse_web.settings import WebSettings
 from tests.helm.chart import EXAMPLES, FULLNAME, Manifest, env_of, main_container, render
 
@@ -108,7 +108,7 @@ def test_release_settings_reach_the_services(monkeypatch: pytest.MonkeyPatch) ->
     assert sdxl.generator_model == "/models/stabilityai/stable-diffusion-xl-base-1.0"
     gateway, _ = _settings(rendered.get("Deployment", f"{FULLNAME}-gateway"), monkeypatch)
     assert isinstance(gateway, GatewaySettings)
-    assert GatewaySettings.split(gateway.encoder_targets) == [f"dns:///{FULLNAME}-encoder.ml.svc.cluster.local:50051"]
+    assert comma_list(gateway.encoder_targets) == [f"dns:///{FULLNAME}-encoder.ml.svc.cluster.local:50051"]
 
 
 def test_security_and_scaling_settings_reach_the_services(monkeypatch: pytest.MonkeyPatch) -> None:

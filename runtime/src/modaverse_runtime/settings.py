@@ -15,6 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Profile = Literal["tiny", "full"]
 
 
+def comma_list(value: str) -> list[str]:
+    """The non-blank items of a comma-separated setting, stripped (``"a, b,,"`` -> ``["a", "b"]``)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def default_model_dir() -> Path:
     return Path.home() / ".cache" / "modaverse" / "models"
 

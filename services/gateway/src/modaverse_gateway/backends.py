@@ -22,6 +22,7 @@ from modaverse_protos.statuses import HOP_BY_HOP
 from modaverse_runtime.errors import BY_STATUS, ModaverseError, Unavailable
 from modaverse_runtime.logs import REQUEST_ID_HEADER, request_id
 from modaverse_runtime.security import WatchedFile, read_token
+from modaverse_runtime.settings import comma_list
 from modaverse_runtime.tls import channel_credentials
 
 from .discovery import ChannelConfig
@@ -62,8 +63,8 @@ class Backends:
             credentials=channel_credentials(settings),
             max_reconnect_backoff_ms=settings.max_reconnect_backoff_ms,
         )
-        self.encoder = self._replicas("encoder", settings.split(settings.encoder_targets))
-        self.llm = self._replicas("llm", settings.split(settings.llm_targets))
+        self.encoder = self._replicas("encoder", comma_list(settings.encoder_targets))
+        self.llm = self._replicas("llm", comma_list(settings.llm_targets))
         self.generators: dict[str, ReplicaSet] = {}
         self.add_routes(routes)
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from modaverse_runtime.errors import FailedPrecondition, InvalidArgument, ModaverseError
+from modaverse_runtime.settings import comma_list
 
 from .metaresponse import OutputModality
 
@@ -64,7 +65,7 @@ class RoutingTable:
             raise FailedPrecondition(f"routes: generator {name!r} needs modality image, video or audio") from None
         endpoints = spec.get("endpoints") or []
         if isinstance(endpoints, str):
-            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+            endpoints = comma_list(endpoints)
         if modality not in MEDIA_MODALITIES or not endpoints:
             raise FailedPrecondition(f"routes: generator {name!r} needs a media modality and endpoints")
         return Route(

@@ -85,7 +85,3 @@ class GatewaySettings(ServerSettings):
         if self.backend_token_file is not None and self.tls_ca_file is None:
             raise ValueError("backend_token_file needs tls_ca_file: the backend token is sent over TLS only")
         return self
-
-    @staticmethod
-    def split(targets: str) -> list[str]:
-        return [t.strip() for t in targets.split(",") if t.strip()]

@@ -14,15 +14,13 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from modaverse_runtime.settings import ServerSettings
+from modaverse_runtime.settings import ServerSettings, comma_list
 
 
 def parse_peers(spec: str) -> list[tuple[str, int]]:
     """``host:port[,host:port…]`` (IPv6 hosts in brackets); ValueError naming a bad entry."""
     peers = []
-    for entry in (e.strip() for e in spec.split(",")):
-        if not entry:
-            continue
+    for entry in comma_list(spec):
         host, sep, port = entry.rpartition(":")
         host = host.strip("[]")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -107,18 +105,18 @@ class WebSettings(ServerSettings):
     @field_validator("cors_origins")
     @classmethod
     def _origins_parse(cls, value: str) -> str:
-        for origin in (o.strip() for o in value.split(",")):
-            if origin and origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+        for origin in comma_list(value):
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"CORS origin {origin!r} is not scheme://host[:port] (no path, no trailing slash)")
         return value
 
     @property
     def origins(self) -> list[str]:
-        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return comma_list(self.cors_origins)
 
     @property
     def media_hosts(self) -> list[str]:
-        return [h.strip().lower() for h in self.allowed_media_hosts.split(",") if h.strip()]
+        return [host.lower() for host in comma_list(self.allowed_media_hosts)]
 
     @property
     def gateway_tls_option(self) -> bool | Path:
